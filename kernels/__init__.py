@@ -1,0 +1,1 @@
+"""kernels: see DESIGN.md; built by its own issue."""

@@ -1,0 +1,1 @@
+"""tui: see DESIGN.md; built by its own issue."""

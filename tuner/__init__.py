@@ -1,0 +1,1 @@
+"""tuner: see DESIGN.md; built by its own issue."""
