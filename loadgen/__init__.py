@@ -1,0 +1,47 @@
+"""dyno's load generator: load on any OpenAI-compatible server, measured as vLLM's benchmark
+measures it. Talks HTTP only. Other packages use only the names below.
+
+    from loadgen import BenchConfig, LoadPoint, run_bench
+    result = run_bench(BenchConfig(base_url="http://127.0.0.1:8000",
+                                   points=(LoadPoint(concurrency=8),), num_prompts=200),
+                       on_event=print)
+    result.summary["median_ttft_ms"], result.points[0].records
+"""
+
+from loadgen.arrivals import LoadPoint
+from loadgen.bench import Bench, BenchConfig, BenchResult, PointResult, arun_bench, run_bench
+from loadgen.capacity import CapacityAnswer, CapacitySearch, find_capacity
+from loadgen.datasets import DatasetConfig
+from loadgen.events import Event, PointDone, PointStarted, RequestDone
+from loadgen.metrics import SLO, summarize
+from loadgen.mock_process import MockServer
+from loadgen.mock_server import MockPacing
+from loadgen.schema import SCHEMA_VERSION, RequestRecord, read_records, read_summary
+from loadgen.sweep import run_sweep
+
+__all__ = [
+    "Bench",
+    "BenchConfig",
+    "BenchResult",
+    "CapacityAnswer",
+    "CapacitySearch",
+    "DatasetConfig",
+    "Event",
+    "LoadPoint",
+    "MockPacing",
+    "MockServer",
+    "PointDone",
+    "PointResult",
+    "PointStarted",
+    "RequestDone",
+    "RequestRecord",
+    "SCHEMA_VERSION",
+    "SLO",
+    "arun_bench",
+    "find_capacity",
+    "read_records",
+    "read_summary",
+    "run_bench",
+    "run_sweep",
+    "summarize",
+]

@@ -1,0 +1,192 @@
+"""The one backend: OpenAI-compatible HTTP (completions or chat), streamed, over httpx.
+
+It fills a RequestRecord with raw times as the bytes arrive; metrics are derived later.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import httpx
+
+from loadgen.datasets import RequestSpec
+from loadgen.schema import RequestRecord
+from loadgen.tokens import TokenCounter
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class BackendConfig:
+    base_url: str
+    endpoint: str = "/v1/completions"
+    model: str = ""
+    api_key: str | None = None
+    ignore_eos: bool = False
+    request_timeout_s: float = 600.0
+    extra_body: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_chat(self) -> bool:
+        return "chat" in self.endpoint
+
+    @property
+    def url(self) -> str:
+        return self.base_url.rstrip("/") + "/" + self.endpoint.lstrip("/")
+
+
+def make_client(config: BackendConfig, max_connections: int | None) -> httpx.AsyncClient:
+    """A client whose pool never caps the load: httpx's default stops at 100 connections
+    and keeps only 20 alive, which would queue requests or add reconnects to their TTFT."""
+    limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+    headers = {"Authorization": f"Bearer {config.api_key}"} if config.api_key else {}
+    timeout = httpx.Timeout(config.request_timeout_s, connect=30.0)
+    return httpx.AsyncClient(limits=limits, headers=headers, timeout=timeout)
+
+
+def make_body(config: BackendConfig, spec: RequestSpec) -> dict[str, Any]:
+    body: dict[str, Any] = {"model": config.model, "stream": True,
+                            "stream_options": {"include_usage": True}, "temperature": 0.0}
+    if config.is_chat:
+        body["messages"] = spec.messages or [{"role": "user", "content": spec.prompt}]
+    else:
+        body["prompt"] = spec.prompt
+    if spec.output_tokens is not None:
+        body["max_tokens"] = spec.output_tokens
+    if config.ignore_eos:
+        body["ignore_eos"] = True
+    body.update(config.extra_body)
+    return body
+
+
+class OpenAIBackend:
+    def __init__(self, config: BackendConfig, client: httpx.AsyncClient, counter: TokenCounter,
+                 now: Callable[[], float]) -> None:
+        self.config = config
+        self.client = client
+        self.counter = counter
+        self.now = now
+
+    async def send(self, spec: RequestSpec, record: RequestRecord) -> str:
+        """Send one request, filling `record`; returns the generated text (for multi-turn)."""
+        stream = _Stream()
+        headers = {"X-Request-Id": record.request_id}
+        body = make_body(self.config, spec)
+        record.send_time = self.now()
+        try:
+            async with self.client.stream("POST", self.config.url, json=body, headers=headers) as resp:
+                record.status = resp.status_code
+                if resp.status_code >= 400:
+                    text = (await resp.aread()).decode(errors="replace")
+                    _fail(record, f"http_{resp.status_code}", _error_message(text))
+                else:
+                    await self._read(resp, stream, record)
+        except httpx.TimeoutException as e:
+            _fail(record, "timeout", f"{type(e).__name__}: no answer in {self.config.request_timeout_s:g}s")
+        except httpx.ConnectError as e:
+            _fail(record, "connect", f"cannot connect to {self.config.base_url}: {e}")
+        except (httpx.RemoteProtocolError, httpx.ReadError) as e:
+            _fail(record, "disconnected", f"{type(e).__name__}: {e}")
+        except httpx.HTTPError as e:
+            _fail(record, "http", f"{type(e).__name__}: {e}")
+        record.end_time = self.now()
+        if record.error_kind is None:
+            self._count(spec, stream, record)
+        return "".join(stream.texts)
+
+    async def _read(self, resp: httpx.Response, stream: _Stream, record: RequestRecord) -> None:
+        async for line in resp.aiter_lines():
+            if not line.startswith("data:"):
+                continue
+            payload = line[5:].strip()
+            if payload == "[DONE]":
+                break
+            t = self.now()
+            try:
+                data = json.loads(payload)
+            except json.JSONDecodeError:
+                _fail(record, "protocol", f"not JSON in stream: {payload[:120]}")
+                return
+            if "error" in data:
+                _fail(record, "stream_error", _error_message(json.dumps(data)))
+                return
+            stream.take(data, t, self.config.is_chat, record)
+        if not stream.texts:
+            _fail(record, "empty", "the stream ended without any content")
+
+    def _count(self, spec: RequestSpec, stream: _Stream, record: RequestRecord) -> None:
+        """Tokens from the server's usage when reported; else from the tokenizer or chunks."""
+        record.usage_reported = stream.completion_tokens is not None
+        record.input_tokens = stream.prompt_tokens if stream.prompt_tokens is not None else spec.input_tokens
+        per_chunk = [self.counter.count_chunk(t) for t in stream.texts]
+        total = stream.completion_tokens
+        if total is None:
+            total = self.counter.count_text("".join(stream.texts)) if self.counter.is_exact else len(per_chunk)
+        record.output_tokens = total
+        record.chunk_tokens = spread(total, per_chunk)
+
+
+class _Stream:
+    """What arrived on one stream: chunk texts (times go straight into the record) and usage."""
+
+    def __init__(self) -> None:
+        self.texts: list[str] = []
+        self.prompt_tokens: int | None = None
+        self.completion_tokens: int | None = None
+
+    def take(self, data: dict, t: float, is_chat: bool, record: RequestRecord) -> None:
+        if usage := data.get("usage"):
+            self.prompt_tokens = usage.get("prompt_tokens", self.prompt_tokens)
+            self.completion_tokens = usage.get("completion_tokens", self.completion_tokens)
+        choices = data.get("choices") or []
+        if not choices:
+            return
+        choice = choices[0]
+        if is_chat:
+            delta = choice.get("delta") or {}
+            text = delta.get("content") or delta.get("reasoning_content") or delta.get("reasoning")
+        else:
+            text = choice.get("text")
+        if not text:  # vLLM opens chat streams with an empty role chunk: not a token
+            return
+        if record.first_token_time is None:
+            record.first_token_time = t
+        record.chunk_times.append(t)
+        self.texts.append(text)
+
+
+def spread(total: int, weights: list[int]) -> list[int]:
+    """Split `total` tokens over chunks in proportion to `weights` (largest remainder)."""
+    if not weights:
+        return []
+    weights = [max(w, 1) for w in weights]
+    if sum(weights) == total:
+        return weights
+    scale = total / sum(weights)
+    raw = [w * scale for w in weights]
+    out = [int(x) for x in raw]
+    order = sorted(range(len(raw)), key=lambda i: raw[i] - out[i], reverse=True)
+    for i in order[: total - sum(out)]:
+        out[i] += 1
+    return out
+
+
+def _fail(record: RequestRecord, kind: str, message: str) -> None:
+    record.error_kind = kind
+    record.error = message[:500]
+
+
+def _error_message(text: str) -> str:
+    """The `message` of an OpenAI error body, else the text itself."""
+    try:
+        err = json.loads(text).get("error", {})
+        if isinstance(err, dict) and err.get("message"):
+            return str(err["message"])
+        if isinstance(err, str):
+            return err
+    except (json.JSONDecodeError, AttributeError):
+        pass
+    return text.strip()[:300]

@@ -1,0 +1,204 @@
+"""Runs one load point: sends the workload in its load shape and records every request.
+
+Closed loop: `concurrency` workers, each sending its next request when the last one ends.
+Open loop: a dispatcher wakes at each intended time and starts the request as a task, so a
+slow server never slows the arrivals; how late the dispatcher itself was is recorded per
+request (scheduling lag). Records go to the sink the moment each request ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import numpy as np
+
+from loadgen.arrivals import LoadPoint, arrival_offsets
+from loadgen.backend import OpenAIBackend
+from loadgen.datasets import Conversation, RequestSpec, WorkItem
+from loadgen.schema import RequestRecord
+
+# asyncio's timers wake up to ~1 ms late (epoll rounds its timeout up to whole ms), so the
+# dispatcher sleeps until this close to the due time and then yields in a loop until it.
+SPIN_WINDOW_S = 0.0015
+# Stop sending after this many connection failures in a row: the server has gone away.
+MAX_CONSECUTIVE_CONNECT_ERRORS = 20
+
+
+@dataclass(frozen=True, slots=True)
+class Clock:
+    """Monotonic time for every difference, shifted once to epoch time for the records."""
+
+    perf0: float
+    epoch0: float
+
+    @classmethod
+    def start(cls) -> Clock:
+        return cls(time.perf_counter(), time.time())
+
+    def now(self) -> float:
+        return self.epoch0 + (time.perf_counter() - self.perf0)
+
+    def to_epoch(self, perf: float) -> float:
+        return self.epoch0 + (perf - self.perf0)
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    num_requests: int | None  # work items to send after the warm-up
+    duration_s: float | None  # stop sending new requests after this long
+    warmup: int = 0
+
+
+@dataclass
+class PointRun:
+    """State of one running point, shared by its workers."""
+
+    point: LoadPoint
+    point_no: int
+    run_id: str
+    limits: Limits
+    backend: OpenAIBackend
+    sink: Callable[[RequestRecord], None]
+    clock: Clock
+    records: list[RequestRecord] = field(default_factory=list)
+    stop_reason: str | None = None
+    consecutive_connect_errors: int = 0
+    started: float = 0.0  # perf_counter at the start
+
+    def expired(self) -> bool:
+        d = self.limits.duration_s
+        return self.stop_reason is not None or (d is not None and time.perf_counter() - self.started >= d)
+
+    def new_record(self, index: int, scheduled_perf: float, dispatch_perf: float | None) -> RequestRecord:
+        clock = self.clock
+        return RequestRecord(
+            request_id=f"{self.run_id}-{self.point_no}-{index}", point=self.point.label, index=index,
+            is_warmup=index < self.limits.warmup, scheduled_time=clock.to_epoch(scheduled_perf),
+            dispatch_time=None if dispatch_perf is None else clock.to_epoch(dispatch_perf))
+
+    def finish(self, record: RequestRecord) -> None:
+        self.records.append(record)
+        self.sink(record)
+        if record.error_kind == "connect":
+            self.consecutive_connect_errors += 1
+            if self.consecutive_connect_errors >= MAX_CONSECUTIVE_CONNECT_ERRORS:
+                self.stop_reason = f"stopped: {record.error}"
+        else:
+            self.consecutive_connect_errors = 0
+
+
+def make_run_id() -> str:
+    return f"dyno-{uuid.uuid4().hex[:8]}"
+
+
+def take_items(workload: Iterator[WorkItem], limits: Limits) -> Iterator[tuple[int, WorkItem]]:
+    """Warm-up plus measured items, built before the clock starts; endless (built as they
+    go) when only a duration limits the run."""
+    if limits.num_requests is None:
+        return enumerate(workload)
+    return enumerate(list(itertools.islice(workload, limits.warmup + limits.num_requests)))
+
+
+async def run_point(run: PointRun, workload: Iterator[WorkItem], rng: np.random.Generator) -> list[RequestRecord]:
+    items = take_items(workload, run.limits)
+    run.started = time.perf_counter()
+    if run.point.is_closed:
+        await _closed_loop(run, items)
+    else:
+        await _open_loop(run, items, rng)
+    return run.records
+
+
+async def _closed_loop(run: PointRun, items: Iterator[tuple[int, WorkItem]]) -> None:
+
+    async def worker() -> None:
+        while not run.expired():
+            nxt = next(items, None)
+            if nxt is None:
+                return
+            now = time.perf_counter()
+            await _send_item(run, nxt[0], nxt[1], now, now)
+
+    await _gather_all([worker() for _ in range(run.point.concurrency or 1)])
+
+
+async def _open_loop(run: PointRun, items: Iterator[tuple[int, WorkItem]], rng: np.random.Generator) -> None:
+    cap = asyncio.Semaphore(run.point.max_concurrency) if run.point.max_concurrency else None
+    tasks: set[asyncio.Task] = set()
+    offsets = arrival_offsets(run.point, rng)
+    try:
+        for (index, item), offset in zip(items, offsets):
+            if isinstance(item, RequestSpec) and item.arrival_s is not None:
+                offset = item.arrival_s  # trace replay: the trace's own clock
+            due = run.started + offset
+            d = run.limits.duration_s
+            if run.stop_reason is not None or (d is not None and offset >= d):
+                break
+            await sleep_until(due)
+            task = asyncio.create_task(_send_item(run, index, item, due, time.perf_counter(), cap))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        if tasks:
+            await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:
+            task.cancel()
+
+
+async def sleep_until(due: float) -> None:
+    """Sleep to `due` (perf_counter) with sub-millisecond accuracy."""
+    while (delay := due - time.perf_counter()) > 0:
+        await asyncio.sleep(delay - SPIN_WINDOW_S if delay > SPIN_WINDOW_S else 0)
+
+
+async def _gather_all(coros: list) -> None:
+    tasks = [asyncio.create_task(c) for c in coros]
+    try:
+        await asyncio.gather(*tasks)
+    finally:
+        for t in tasks:
+            t.cancel()
+
+
+async def _send_item(run: PointRun, index: int, item: WorkItem, due: float, dispatched: float,
+                     cap: asyncio.Semaphore | None = None) -> None:
+    lag_perf = None if run.point.is_closed else dispatched
+    if cap is not None:
+        await cap.acquire()
+    try:
+        if isinstance(item, Conversation):
+            await _send_conversation(run, index, item, due, lag_perf)
+        else:
+            record = run.new_record(index, due, lag_perf)
+            await run.backend.send(item, record)
+            run.finish(record)
+    finally:
+        if cap is not None:
+            cap.release()
+
+
+async def _send_conversation(run: PointRun, index: int, conv: Conversation, due: float,
+                             dispatched: float | None) -> None:
+    """Turns in order; each carries the history, with the replies the server really gave."""
+    history: list[dict[str, str]] = []
+    for turn_no, turn in enumerate(conv.turns):
+        if run.stop_reason is not None:
+            return
+        history.append({"role": "user", "content": turn.prompt})
+        spec = RequestSpec(turn.index, turn.prompt, turn.input_tokens, turn.output_tokens, list(history))
+        if not run.backend.config.is_chat:  # completions: the history as one prompt
+            spec.prompt = "\n".join(m["content"] for m in history)
+        record = run.new_record(index, due, dispatched)
+        record.request_id += f"-t{turn_no}"
+        record.session_id, record.turn = f"{run.run_id}-{conv.session_id}", turn_no
+        reply = await run.backend.send(spec, record)
+        run.finish(record)
+        if not record.ok:
+            return
+        history.append({"role": "assistant", "content": reply})
+        due, dispatched = time.perf_counter(), None  # next turn: right after this reply
