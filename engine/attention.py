@@ -1,0 +1,92 @@
+"""Paged attention behind one interface; this is the plain-torch backend (the CPU path).
+
+The flat batch puts one-token decodes first, then prefill chunks. Decodes are attended in one
+batched call over their gathered contexts; each prefill chunk is one call over its own context.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(slots=True)
+class PrefillSpan:
+    start: int  # first row of this chunk in the flat batch
+    end: int
+    kv_slots: torch.Tensor  # [context_len] cache slots of its whole context, chunk included
+    mask: torch.Tensor | None  # [q_len, context_len] bool; None: plain causal, no cached prefix
+
+
+@dataclass(slots=True)
+class AttentionMetadata:
+    slot_mapping: torch.Tensor  # [num_tokens] cache slot each new key/value is written to
+    num_decodes: int
+    decode_slots: torch.Tensor | None  # [num_decodes, max_context_len]
+    decode_mask: torch.Tensor | None  # [num_decodes, 1, 1, max_context_len] bool, True = attend
+    prefills: list[PrefillSpan]
+
+
+@dataclass(slots=True)
+class KVCacheLayer:
+    """One layer's cache: keys and values by slot, with the scales an fp8 cache stores them under."""
+
+    kv: torch.Tensor  # [2, num_slots, num_kv_heads, head_dim]
+    k_scale: float = 1.0
+    v_scale: float = 1.0
+
+    @property
+    def is_fp8(self) -> bool:
+        return self.kv.dtype in (torch.float8_e4m3fn, torch.float8_e5m2)
+
+
+class TorchAttention:
+    """Reads and writes the paged cache with index ops and attends with torch's SDPA."""
+
+    def __init__(self, num_heads: int, num_kv_heads: int, head_dim: int, scale: float) -> None:
+        self.num_heads = num_heads
+        self.num_kv_heads = num_kv_heads
+        self.head_dim = head_dim
+        self.scale = scale
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cache: KVCacheLayer,
+                meta: AttentionMetadata) -> torch.Tensor:
+        """q: [num_tokens, num_heads, head_dim]; k, v: [num_tokens, num_kv_heads, head_dim]."""
+        self._write(k, v, cache, meta.slot_mapping)
+        out = torch.empty_like(q)
+        if meta.num_decodes:
+            out[:meta.num_decodes] = self._decode(q[:meta.num_decodes], cache, meta)
+        for span in meta.prefills:
+            out[span.start:span.end] = self._prefill(q[span.start:span.end], cache, span)
+        return out.view(q.shape[0], self.num_heads * self.head_dim)
+
+    def _write(self, k, v, cache: KVCacheLayer, slots: torch.Tensor) -> None:
+        if cache.is_fp8:
+            k = (k / cache.k_scale).to(cache.kv.dtype)
+            v = (v / cache.v_scale).to(cache.kv.dtype)
+        cache.kv[0].index_copy_(0, slots, k)
+        cache.kv[1].index_copy_(0, slots, v)
+
+    def _read(self, cache: KVCacheLayer, slots: torch.Tensor, dtype: torch.dtype):
+        k, v = cache.kv[0][slots], cache.kv[1][slots]
+        if cache.is_fp8:
+            k = k.to(dtype) * cache.k_scale
+            v = v.to(dtype) * cache.v_scale
+        return k, v
+
+    def _decode(self, q, cache: KVCacheLayer, meta: AttentionMetadata) -> torch.Tensor:
+        k, v = self._read(cache, meta.decode_slots, q.dtype)  # [num_decodes, max_len, kv_heads, dim]
+        out = F.scaled_dot_product_attention(
+            q.unsqueeze(2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=meta.decode_mask,
+            scale=self.scale, enable_gqa=True)  # [num_decodes, heads, 1, dim]
+        return out.squeeze(2)
+
+    def _prefill(self, q, cache: KVCacheLayer, span: PrefillSpan) -> torch.Tensor:
+        k, v = self._read(cache, span.kv_slots, q.dtype)  # [context_len, kv_heads, dim]
+        out = F.scaled_dot_product_attention(
+            q.transpose(0, 1).unsqueeze(0), k.transpose(0, 1).unsqueeze(0),
+            v.transpose(0, 1).unsqueeze(0), attn_mask=span.mask, is_causal=span.mask is None,
+            scale=self.scale, enable_gqa=True)  # [1, heads, q_len, dim]
+        return out[0].transpose(0, 1)

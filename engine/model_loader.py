@@ -1,0 +1,70 @@
+"""Builds the model of a resolved checkpoint: class by architecture, dtype, weights."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from engine.model_source import ModelFiles, iter_weights
+from engine.models import get_model_class
+
+logger = logging.getLogger(__name__)
+
+_DTYPES = {"half": torch.float16, "float16": torch.float16, "bfloat16": torch.bfloat16,
+           "float": torch.float32, "float32": torch.float32}
+
+
+def resolve_device(name: str) -> torch.device:
+    # The GPU path (Triton attention) is built by the kernels issue; until then only the CPU runs.
+    if name == "cuda":
+        raise ValueError("--device cuda is not built yet (the Triton kernels issue adds it): "
+                         "use --device cpu")
+    return torch.device("cpu")
+
+
+def resolve_dtype(name: str, hf_config, device: torch.device) -> torch.dtype:
+    """'auto' takes the checkpoint's dtype; on the CPU fp16 becomes bf16, which these cores compute fast."""
+    if name != "auto":
+        return _DTYPES[name]
+    declared = getattr(hf_config, "dtype", None) or getattr(hf_config, "torch_dtype", None)
+    if isinstance(declared, str):
+        declared = getattr(torch, declared, None)
+    if declared not in (torch.float16, torch.bfloat16, torch.float32):
+        return torch.float32
+    if declared == torch.float16 and device.type == "cpu":
+        return torch.bfloat16
+    return declared
+
+
+def load_model(files: ModelFiles, hf_config, dtype: torch.dtype, device: torch.device,
+               seed: int) -> torch.nn.Module:
+    model_class = get_model_class(hf_config)
+    torch.manual_seed(seed)  # dummy weights repeat for a given --seed
+    with torch.device(device):
+        model = model_class(hf_config)
+    if files.weight_format == "dummy":
+        _init_dummy(model)
+    else:
+        model.load_weights(iter_weights(files))
+    model = model.to(dtype).eval()
+    model.requires_grad_(False)
+    return model
+
+
+def _init_dummy(model: torch.nn.Module) -> None:
+    """Random weights of the right shapes; small so activations stay finite through all layers."""
+    for name, param in model.named_parameters():
+        if name.endswith("layernorm.weight") or name == "norm.weight":
+            param.data.fill_(1.0)
+        else:
+            param.data.uniform_(-1e-3, 1e-3)
+
+
+def model_num_bytes(model: torch.nn.Module) -> int:
+    seen, total = set(), 0
+    for p in model.parameters():
+        if p.data_ptr() not in seen:
+            seen.add(p.data_ptr())
+            total += p.numel() * p.element_size()
+    return total

@@ -1,0 +1,209 @@
+"""Turns a SchedulerOutput into flat batch tensors, runs the model once, and samples.
+
+The runner keeps its own copy of each request's tokens and block ids, updated from the
+scheduler's diffs and its own samples; it never reaches back into the scheduler.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from engine.attention import AttentionMetadata, KVCacheLayer, PrefillSpan
+from engine.sampler import Sampler, SamplingBatch, top_logprobs
+from engine.sampling_params import SamplingParams
+from engine.step import ModelRunnerOutput, NewRequestData, SchedulerOutput, TokenLogprobs
+
+
+@dataclass(slots=True)
+class RequestState:
+    req_id: str
+    token_ids: list[int]
+    num_prompt_tokens: int
+    block_ids: list[int]
+    num_computed_tokens: int
+    params: SamplingParams
+    generator: torch.Generator | None
+
+
+@dataclass(slots=True)
+class _Batch:
+    input_ids: torch.Tensor  # [num_tokens]
+    positions: torch.Tensor  # [num_tokens]
+    meta: AttentionMetadata
+    order: list[RequestState]  # decodes first, then prefill chunks, as laid out in the batch
+    row_starts: list[int]
+    sample_rows: list[int]  # flat row of each sampling request's last token
+    samplers: list[RequestState]
+
+
+class ModelRunner:
+    def __init__(self, model, kv_caches: list[KVCacheLayer], block_size: int,
+                 eos_token_id: int | None, seed: int) -> None:
+        self.model = model
+        self.kv_caches = kv_caches
+        self.block_size = block_size
+        self.eos_token_id = eos_token_id
+        self.sliding_window = model.args.sliding_window
+        self.sampler = Sampler(seed)
+        self.requests: dict[str, RequestState] = {}
+        self._generators: dict[str, torch.Generator] = {}  # outlive preemption
+
+    @torch.inference_mode()
+    def execute(self, sched: SchedulerOutput) -> ModelRunnerOutput:
+        self._update_states(sched)
+        if not sched.num_scheduled_tokens:
+            return ModelRunnerOutput({})
+        batch = self._prepare(sched)
+        hidden = self.model(batch.input_ids, batch.positions, self.kv_caches, batch.meta)
+        out = ModelRunnerOutput({})
+        if batch.samplers:
+            self._sample(hidden, batch, out)
+        self._prompt_logprobs(hidden, batch, sched, out)
+        for state in batch.order:
+            state.num_computed_tokens += sched.num_scheduled_tokens[state.req_id]
+        return out
+
+    # -- request states ---------------------------------------------------------------------
+
+    def _update_states(self, sched: SchedulerOutput) -> None:
+        for req_id in sched.finished_req_ids:
+            self.requests.pop(req_id, None)
+            self._generators.pop(req_id, None)
+        for req_id in sched.preempted_req_ids:
+            self.requests.pop(req_id, None)
+        for new in sched.new_reqs:
+            self.requests[new.req_id] = self._new_state(new)
+        for diff in sched.cached_reqs:
+            state = self.requests[diff.req_id]
+            state.block_ids.extend(diff.new_block_ids)
+            state.num_computed_tokens = diff.num_computed_tokens
+
+    def _new_state(self, new: NewRequestData) -> RequestState:
+        generator = self._generators.get(new.req_id)
+        if generator is None and new.params.seed is not None:
+            generator = self._generators[new.req_id] = torch.Generator().manual_seed(new.params.seed)
+        return RequestState(new.req_id, list(new.token_ids), new.num_prompt_tokens,
+                            list(new.block_ids), new.num_computed_tokens, new.params, generator)
+
+    # -- batch layout -------------------------------------------------------------------------
+
+    def _prepare(self, sched: SchedulerOutput) -> _Batch:
+        counts = sched.num_scheduled_tokens
+        states = [self.requests[r] for r in counts]
+        decodes = [s for s in states if counts[s.req_id] == 1]
+        prefills = [s for s in states if counts[s.req_id] > 1]
+        ids, pos, starts = [], [], []
+        for s in decodes + prefills:
+            starts.append(len(ids))
+            n, c = counts[s.req_id], s.num_computed_tokens
+            ids.extend(s.token_ids[c:c + n])
+            pos.extend(range(c, c + n))
+        positions = torch.tensor(pos, dtype=torch.long)
+        meta = self._attention_metadata(decodes, prefills, counts, starts, positions)
+        order = decodes + prefills
+        samplers, rows = [], []
+        for s, start in zip(order, starts):
+            n = counts[s.req_id]
+            if s.num_computed_tokens + n == len(s.token_ids):
+                samplers.append(s)
+                rows.append(start + n - 1)
+        return _Batch(torch.tensor(ids, dtype=torch.long), positions, meta, order, starts,
+                      rows, samplers)
+
+    def _slots(self, block_table: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        bs = self.block_size
+        return block_table.gather(-1, positions // bs) * bs + positions % bs
+
+    def _attention_metadata(self, decodes, prefills, counts, starts, positions) -> AttentionMetadata:
+        slot_mapping = torch.empty_like(positions)
+        decode_slots = decode_mask = None
+        if decodes:
+            ctx = torch.tensor([s.num_computed_tokens + 1 for s in decodes])  # [num_decodes]
+            max_blocks = max(len(s.block_ids) for s in decodes)
+            table = torch.tensor([s.block_ids + [0] * (max_blocks - len(s.block_ids)) for s in decodes])
+            j = torch.arange(int(ctx.max()))
+            decode_slots = self._slots(table, j.expand(len(decodes), -1))  # [num_decodes, max_len]
+            valid = j[None, :] < ctx[:, None]
+            if self.sliding_window:
+                valid &= j[None, :] >= (ctx - self.sliding_window)[:, None]
+            decode_slots = decode_slots.masked_fill(~valid, 0)
+            decode_mask = valid[:, None, None, :]
+            slot_mapping[:len(decodes)] = decode_slots.gather(1, (ctx - 1)[:, None])[:, 0]
+        spans = []
+        for s, start in zip(prefills, starts[len(decodes):]):
+            n, c = counts[s.req_id], s.num_computed_tokens
+            kv_slots = self._slots(torch.tensor(s.block_ids), torch.arange(c + n))
+            slot_mapping[start:start + n] = kv_slots[c:]
+            spans.append(PrefillSpan(start, start + n, kv_slots, self._prefill_mask(c, n)))
+        return AttentionMetadata(slot_mapping, len(decodes), decode_slots, decode_mask, spans)
+
+    def _prefill_mask(self, num_cached: int, num_new: int) -> torch.Tensor | None:
+        if num_cached == 0 and not self.sliding_window:
+            return None
+        q = torch.arange(num_cached, num_cached + num_new)[:, None]
+        k = torch.arange(num_cached + num_new)[None, :]
+        mask = k <= q
+        if self.sliding_window:
+            mask &= k > q - self.sliding_window
+        return mask  # [num_new, num_cached + num_new]
+
+    # -- sampling -----------------------------------------------------------------------------
+
+    def _sample(self, hidden: torch.Tensor, batch: _Batch, out: ModelRunnerOutput) -> None:
+        logits = self.model.compute_logits(hidden[batch.sample_rows]).float()  # [rows, vocab]
+        tokens, logprobs = self.sampler(logits, self._sampling_batch(batch.samplers))
+        for state, token, lps in zip(batch.samplers, tokens.tolist(), logprobs):
+            state.token_ids.append(token)
+            out.sampled_token_ids[state.req_id] = [token]
+            if lps is not None:
+                out.logprobs[state.req_id] = [lps]
+
+    def _sampling_batch(self, states: list[RequestState]) -> SamplingBatch:
+        params = [s.params for s in states]
+
+        def column(name: str, off, dtype=torch.float32):
+            values = [getattr(p, name) for p in params]
+            return None if all(v == off for v in values) else torch.tensor(values, dtype=dtype)
+
+        vocab = self.model.args.vocab_size
+        top_k = [p.top_k if p.top_k > 0 else vocab for p in params]
+        return SamplingBatch(
+            temperature=torch.tensor([0.0 if p.is_greedy else p.temperature for p in params]),
+            top_k=None if all(k == vocab for k in top_k) else torch.tensor(top_k),
+            top_p=column("top_p", 1.0), min_p=column("min_p", 0.0),
+            presence_penalty=column("presence_penalty", 0.0),
+            frequency_penalty=column("frequency_penalty", 0.0),
+            repetition_penalty=column("repetition_penalty", 1.0),
+            prompt_token_ids=[s.token_ids[:s.num_prompt_tokens] for s in states],
+            output_token_ids=[s.token_ids[s.num_prompt_tokens:] for s in states],
+            logit_bias=[p.logit_bias for p in params],
+            banned_token_ids=[self._banned(s) for s in states],
+            generators=[s.generator for s in states],
+            num_logprobs=[p.logprobs for p in params])
+
+    def _banned(self, s: RequestState) -> list[int]:
+        """min_tokens: the tokens that would stop a request are banned until it has enough."""
+        if len(s.token_ids) - s.num_prompt_tokens >= s.params.min_tokens:
+            return []
+        stops = list(s.params.stop_token_ids)
+        if self.eos_token_id is not None and not s.params.ignore_eos:
+            stops.append(self.eos_token_id)
+        return stops
+
+    def _prompt_logprobs(self, hidden, batch: _Batch, sched: SchedulerOutput,
+                         out: ModelRunnerOutput) -> None:
+        """Logprobs of each prompt token given the ones before it, chunk by chunk."""
+        for state, start in zip(batch.order, batch.row_starts):
+            k = state.params.prompt_logprobs
+            c = state.num_computed_tokens
+            if k is None or c >= state.num_prompt_tokens:
+                continue
+            n = min(sched.num_scheduled_tokens[state.req_id], state.num_prompt_tokens - 1 - c)
+            entries: list[TokenLogprobs] = []
+            if n > 0:
+                logits = self.model.compute_logits(hidden[start:start + n]).float()
+                targets = torch.tensor(state.token_ids[c + 1:c + 1 + n])
+                entries = top_logprobs(logits.log_softmax(-1), targets, [k] * n)
+            out.prompt_logprobs[state.req_id] = entries
