@@ -131,6 +131,10 @@ class Bench:
             scraper = self._start_scraper(client, point, clock, samples)
             try:
                 records = await run_point(run, workload, np.random.default_rng(cfg.seed + point_no))
+            except asyncio.CancelledError:  # Ctrl-C: summarize what finished, then stop
+                run.stop_reason = "interrupted"
+                self._finish_point(point, run, run.records, samples)
+                raise
             finally:
                 if scraper is not None:
                     scraper.cancel()

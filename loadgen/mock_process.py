@@ -25,7 +25,8 @@ class MockServer:
         return f"http://{self.host}:{self.port}"
 
     def start(self, timeout_s: float = 30.0) -> MockServer:
-        cmd = [sys.executable, "-m", "loadgen.mock_server", "--host", self.host, "--port", str(self.port)]
+        entry = "import sys; from loadgen.mock_server import serve; serve(sys.argv[1:])"
+        cmd = [sys.executable, "-c", entry, "--host", self.host, "--port", str(self.port)]
         self.proc = subprocess.Popen(cmd + self.pacing.to_args(), stdout=subprocess.PIPE, text=True)
         line = self.proc.stdout.readline() if self.proc.stdout else ""
         if not line.startswith("listening on "):

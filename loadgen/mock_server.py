@@ -1,7 +1,7 @@
 """A tiny OpenAI-compatible server with exact, configurable pacing (after GuideLLM's mock_server).
 
 Tests use it to check the generator's metrics against known latencies; users use it to find
-the generator's own ceiling (`python -m loadgen.mock_server --port 8000 --ttft-ms 50`).
+the generator's own ceiling (`dyno bench mock-server --port 8000 --ttft-ms 50`).
 
 Pacing model, per request:
 - it waits for one of `max_num_seqs` slots (unlimited by default): queueing shows as TTFT;
@@ -224,7 +224,7 @@ def _full_response(kind: str, rid: str, model: str, words: list[str], prompt_tok
 
 
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, MockPacing]:
-    p = argparse.ArgumentParser(prog="python -m loadgen.mock_server", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="dyno bench mock-server", description=__doc__.split("\n")[0])
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000, help="0 picks a free port (printed on stdout)")
     for f in MockPacing.__dataclass_fields__.values():
