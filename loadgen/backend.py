@@ -141,6 +141,8 @@ class _Stream:
         if usage := data.get("usage"):
             self.prompt_tokens = usage.get("prompt_tokens", self.prompt_tokens)
             self.completion_tokens = usage.get("completion_tokens", self.completion_tokens)
+        if record.response_id is None and data.get("id"):
+            record.response_id = str(data["id"])
         choices = data.get("choices") or []
         if not choices:
             return

@@ -54,6 +54,7 @@ class RequestRecord:
     session_id: str | None = None  # multi-turn: the conversation
     turn: int | None = None
     usage_reported: bool = False  # token counts came from the server's usage
+    response_id: str | None = None  # the server's own id for it (first chunk's "id")
 
     @property
     def ok(self) -> bool:
