@@ -21,6 +21,10 @@ class IncrementalDetokenizer:
     The text is that of the output ids alone (as transformers decodes them), so
     `prompt_token_ids` does not change it; it is taken for the vLLM-style signature.
     Call `finish()` at the end of the sequence for text held back by an incomplete character.
+
+    One inexactness, shared with vLLM: byte-fallback tokenizers (Llama 2, Mistral) decode a run
+    of byte tokens that holds an invalid UTF-8 sequence as U+FFFD per byte, valid characters
+    earlier in the run included; those characters were already emitted when they completed.
     """
 
     def __init__(

@@ -85,8 +85,10 @@ def resolve_model(
                 f"--load-format {load_format} does not apply to the default model (a GGUF file): "
                 "use auto, gguf or dummy, or pass --model"
             )
-        path = _convert_cached(default_gguf(cache), cache, key=DEFAULT_WHEEL_SHA256)
-        return _files(path, DEFAULT_MODEL_NAME, load_format)
+        out = _converted_dir(cache, Path(DEFAULT_GGUF_MEMBER).stem, DEFAULT_WHEEL_SHA256)
+        if not _is_converted(out):  # the cached directory needs neither pip nor the GGUF file
+            _convert(default_gguf(cache), out)
+        return _files(out, DEFAULT_MODEL_NAME, load_format)
     name = str(model)
     path = Path(name).expanduser()
     if path.is_file():
@@ -244,16 +246,24 @@ def _from_gguf_file(path: Path, name: str, cache: Path, load_format: str) -> Mod
             f"--load-format {load_format} does not apply to the GGUF file '{name}': use auto or gguf"
         )
     st = path.stat()
-    key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
-    return _files(_convert_cached(path, cache, key=key), name, load_format)
+    out = _converted_dir(cache, path.stem, f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}")
+    if not _is_converted(out):
+        _convert(path, out)
+    return _files(out, name, load_format)
 
 
-def _convert_cached(gguf_path: Path, cache: Path, *, key: str) -> Path:
+def _converted_dir(cache: Path, stem: str, key: str) -> Path:
     digest = hashlib.sha256(f"{key}|v{CONVERSION_VERSION}".encode()).hexdigest()[:16]
-    out = cache / "models" / f"{gguf_path.stem}-{digest}"
-    if (out / "config.json").is_file():
-        return out
-    from engine.gguf_convert import convert_gguf  # noqa: PLC0415  (heavy imports, only when converting)
+    return cache / "models" / f"{stem}-{digest}"
+
+
+def _is_converted(out: Path) -> bool:
+    return (out / "config.json").is_file()
+
+
+def _convert(gguf_path: Path, out: Path) -> None:
+    """Convert into a temp dir beside `out`, then rename: a killed run never leaves half a cache."""
+    from engine.gguf_convert import convert_gguf  # heavy imports, only when converting
 
     logger.info("converting %s into %s (once)", gguf_path, out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -263,7 +273,6 @@ def _convert_cached(gguf_path: Path, cache: Path, *, key: str) -> Path:
         _publish(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return out
 
 
 def _publish(tmp: Path, out: Path) -> None:
