@@ -125,6 +125,9 @@ class OutputProcessor:
             hit_stop = self._check_stop_strings(comp, parent.params)
         if not hit_stop and co.finish_reason is not None:
             comp.finish_reason, comp.stop_reason = co.finish_reason, co.stop_reason
+            if child.detokenizer is not None:  # release a trailing partial character
+                child.detokenizer.finish()
+                comp.text = child.detokenizer.text
         if comp.finish_reason is not None:
             parent.num_finished += 1
         return hit_stop

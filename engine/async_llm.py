@@ -1,0 +1,119 @@
+"""The engine behind the server: a background thread steps it; asyncio callers stream outputs.
+
+Requests are tokenized and validated on the caller's side, then handed to the engine thread
+through a queue, so the event loop never waits for a model step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+from typing import AsyncIterator
+
+from engine.args import EngineArgs
+from engine.llm_engine import LLMEngine, ProcessedRequest, Prompt
+from engine.output_processor import OutputKind
+from engine.outputs import RequestOutput
+from engine.sampling_params import SamplingParams
+
+logger = logging.getLogger(__name__)
+
+
+class EngineDeadError(RuntimeError):
+    """The engine thread stopped on an error; every open stream receives this."""
+
+
+class AsyncLLM:
+    def __init__(self, args: EngineArgs) -> None:
+        self.engine = LLMEngine(args)
+        self._commands: queue.SimpleQueue = queue.SimpleQueue()
+        self._streams: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Queue]] = {}
+        self._wake = threading.Event()
+        self._stopped = False
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._loop, name="dyno-engine", daemon=True)
+        self._thread.start()
+
+    @property
+    def tokenizer(self):
+        return self.engine.tokenizer
+
+    async def generate(self, prompt: Prompt, params: SamplingParams, request_id: str,
+                       kind: OutputKind = OutputKind.DELTA) -> AsyncIterator[RequestOutput]:
+        """Stream a request's outputs; leaving the iterator early aborts the request."""
+        if self.error is not None:
+            raise EngineDeadError(f"the engine stopped: {self.error}")
+        req = self.engine.process_request(request_id, prompt, params, kind)
+        stream: asyncio.Queue = asyncio.Queue()
+        self._streams[request_id] = (asyncio.get_running_loop(), stream)
+        self._send(("add", req))
+        finished = False
+        try:
+            while not finished:
+                item = await stream.get()
+                if isinstance(item, BaseException):
+                    raise item
+                finished = item.finished
+                yield item
+        finally:
+            self._streams.pop(request_id, None)
+            if not finished:
+                self._send(("abort", request_id))
+
+    async def abort(self, request_id: str) -> None:
+        self._send(("abort", request_id))
+
+    def shutdown(self) -> None:
+        self._stopped = True
+        self._wake.set()
+        self._thread.join(timeout=10)
+
+    # -- engine thread ----------------------------------------------------------------------------
+
+    def _send(self, command: tuple) -> None:
+        self._commands.put(command)
+        self._wake.set()
+
+    def _loop(self) -> None:
+        try:
+            while not self._stopped:
+                self._apply_commands()
+                if not self.engine.has_unfinished_requests():
+                    self._wake.wait()
+                    self._wake.clear()
+                    continue
+                self._deliver(self.engine.step())
+        except BaseException as e:  # a dead engine must not leave streams waiting forever
+            logger.exception("engine thread failed")
+            self.error = e
+            for loop, stream in list(self._streams.values()):
+                loop.call_soon_threadsafe(stream.put_nowait, EngineDeadError(f"the engine stopped: {e}"))
+
+    def _apply_commands(self) -> None:
+        while True:
+            try:
+                op, arg = self._commands.get_nowait()
+            except queue.Empty:
+                return
+            if op == "add":
+                self._add(arg)
+            else:
+                self._deliver(self.engine.abort_request([arg]))
+
+    def _add(self, req: ProcessedRequest) -> None:
+        try:
+            self.engine.add_processed(req)
+        except ValueError as e:
+            self._deliver_one(req.request_id, e)
+
+    def _deliver(self, outputs: list[RequestOutput]) -> None:
+        for out in outputs:
+            self._deliver_one(out.request_id, out)
+
+    def _deliver_one(self, request_id: str, item) -> None:
+        target = self._streams.get(request_id)
+        if target is not None:
+            loop, stream = target
+            loop.call_soon_threadsafe(stream.put_nowait, item)
