@@ -128,7 +128,7 @@ class Bench:
             backend = OpenAIBackend(self.backend_config(), client, self.counter, clock.now)
             run = PointRun(point, point_no, self.run_id, limits, backend, self._sink, clock)
             samples: list[MetricSample] = []
-            scraper = self._start_scraper(client, point, clock, samples)
+            scraper = self._start_scraper(point, clock, samples)
             try:
                 records = await run_point(run, workload, np.random.default_rng(cfg.seed + point_no))
             except asyncio.CancelledError:  # Ctrl-C: summarize what finished, then stop
@@ -140,13 +140,14 @@ class Bench:
                     scraper.cancel()
         return self._finish_point(point, run, records, samples)
 
-    def _start_scraper(self, client, point: LoadPoint, clock: Clock, samples: list) -> asyncio.Task | None:
+    def _start_scraper(self, point: LoadPoint, clock: Clock, samples: list) -> asyncio.Task | None:
         interval = self.config.scrape_interval_s
         if not interval or self.server is None or not self.server.has_metrics:
             return None
         path = self.dir / schema.SERVER_METRICS_FILE if self.dir else None
         url = self._base_url.rstrip("/") + "/metrics"
-        return asyncio.create_task(scrape_loop(client, url, point.label, interval, clock.now, path, samples))
+        return asyncio.create_task(scrape_loop(url, self.config.api_key, point.label, interval, clock.now,
+                                               path, samples))
 
     def _sink(self, record: RequestRecord) -> None:
         if self.dir is not None:

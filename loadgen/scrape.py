@@ -43,12 +43,20 @@ def parse_metrics(text: str) -> dict[str, float]:
     return out
 
 
-async def scrape_loop(client: httpx.AsyncClient, url: str, point: str, interval_s: float,
+async def scrape_loop(url: str, api_key: str | None, point: str, interval_s: float,
                       now: Callable[[], float], path: Path | None, samples: list[MetricSample]) -> None:
-    """Until cancelled: one sample per interval, appended to `path` as it comes."""
+    """Until cancelled: one sample per interval, appended to `path` as it comes. Its own
+    client, so a scrape never waits for (or takes) one of the load's connections."""
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    async with httpx.AsyncClient(headers=headers, timeout=max(interval_s, 1.0)) as client:
+        await _scrape(client, url, point, interval_s, now, path, samples)
+
+
+async def _scrape(client: httpx.AsyncClient, url: str, point: str, interval_s: float,
+                  now: Callable[[], float], path: Path | None, samples: list[MetricSample]) -> None:
     while True:
         try:
-            resp = await client.get(url, timeout=max(interval_s, 1.0))
+            resp = await client.get(url)
             if resp.status_code == 200:
                 sample = MetricSample(now(), point, parse_metrics(resp.text))
                 samples.append(sample)
