@@ -2,7 +2,7 @@
 
 Definitions (vLLM `benchmark_serving` / `vllm bench serve`):
 - duration: from the first measured request's intended send time to the last one's end.
-- TTFT: send to the first chunk with content. E2EL: send to the end of the response.
+- TTFT: send to the first chunk with content. E2EL: send to the last chunk with content.
 - TPOT: (E2EL - TTFT) / (output tokens - 1), for requests with more than one output token;
   for goodput a request of one token counts as TPOT 0, as vLLM does.
 - ITL: each gap between content chunks; a chunk of k tokens is k gaps of gap / k.

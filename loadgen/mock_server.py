@@ -196,10 +196,10 @@ def make_app(pacing: MockPacing) -> FastAPI:
 
 async def _sse(engine: _Engine, kind: str, rid: str, prompt_tokens: int, n: int, include_usage: bool):
     model = engine.pacing.model
-    if kind == "chat":  # vLLM opens a chat stream with an empty role chunk: not a token
-        yield _data(_chunk(kind, rid, model, None, None, first=True))
     sent = 0
     async for words in engine.tokens(prompt_tokens, n):
+        if kind == "chat" and not sent:  # as vLLM: an empty role chunk just before the first token
+            yield _data(_chunk(kind, rid, model, None, None, first=True))
         sent += len(words)
         finish = "length" if sent >= n else None
         yield _data(_chunk(kind, rid, model, " " + " ".join(words), finish, first=False))

@@ -67,10 +67,16 @@ class RequestRecord:
         return self.first_token_time - self.send_time
 
     @property
+    def last_token_time(self) -> float | None:
+        return self.chunk_times[-1] if self.chunk_times else self.end_time
+
+    @property
     def e2el(self) -> float | None:
-        if self.end_time is None or self.send_time is None:
+        """Send to the last token, as vLLM measures it (the trailing usage chunk and [DONE]
+        carry no token); `end_time`, when the stream closed, bounds the run's duration."""
+        if self.last_token_time is None or self.send_time is None:
             return None
-        return self.end_time - self.send_time
+        return self.last_token_time - self.send_time
 
     @property
     def tpot(self) -> float | None:
@@ -106,9 +112,9 @@ class RequestRecord:
 
     @property
     def e2el_intended(self) -> float | None:
-        if self.end_time is None:
+        if self.last_token_time is None:
             return None
-        return self.end_time - self.scheduled_time
+        return self.last_token_time - self.scheduled_time
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))

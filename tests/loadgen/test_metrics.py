@@ -25,8 +25,8 @@ def record(i: int = 0, send: float = 100.0, ttft: float = 0.1, gaps: tuple[float
 def test_ttft_tpot_e2el_follow_vllm_definitions():
     r = record(ttft=0.1, gaps=(0.02,) * 4)
     assert r.ttft == pytest.approx(0.1)
-    assert r.e2el == pytest.approx(0.1 + 0.08 + 0.001)
-    assert r.tpot == pytest.approx((0.08 + 0.001) / 4)  # (e2el - ttft) / (tokens - 1)
+    assert r.e2el == pytest.approx(0.1 + 0.08)  # to the last token, not the stream's close
+    assert r.tpot == pytest.approx(0.08 / 4)  # (e2el - ttft) / (tokens - 1)
     assert r.itl == pytest.approx([0.02] * 4)
 
 
@@ -52,7 +52,7 @@ def test_summary_has_every_vllm_key_and_exact_values():
         for stat in STAT_PREFIXES:
             assert f"{stat}_{metric}_ms" in s
     assert s["completed"] == 4 and s["failed"] == 0
-    assert s["duration"] == pytest.approx(3 + 0.4 + 0.08 + 0.001)
+    assert s["duration"] == pytest.approx(3 + 0.4 + 0.08 + 0.001)  # to the last stream's close
     assert s["request_throughput"] == pytest.approx(4 / s["duration"])
     assert s["output_throughput"] == pytest.approx(20 / s["duration"])
     assert s["total_token_throughput"] == pytest.approx(60 / s["duration"])
