@@ -63,17 +63,21 @@ class TorchAttention:
         return out.view(q.shape[0], self.num_heads * self.head_dim)
 
     def _write(self, k, v, cache: KVCacheLayer, slots: torch.Tensor) -> None:
+        kv = cache.kv
         if cache.is_fp8:
-            k = (k / cache.k_scale).to(cache.kv.dtype)
-            v = (v / cache.v_scale).to(cache.kv.dtype)
-        cache.kv[0].index_copy_(0, slots, k)
-        cache.kv[1].index_copy_(0, slots, v)
+            # CPU index ops have no fp8 kernels: move the bytes as uint8.
+            k = (k / cache.k_scale).to(kv.dtype).view(torch.uint8)
+            v = (v / cache.v_scale).to(kv.dtype).view(torch.uint8)
+            kv = kv.view(torch.uint8)
+        kv[0].index_copy_(0, slots, k)
+        kv[1].index_copy_(0, slots, v)
 
     def _read(self, cache: KVCacheLayer, slots: torch.Tensor, dtype: torch.dtype):
-        k, v = cache.kv[0][slots], cache.kv[1][slots]
-        if cache.is_fp8:
-            k = k.to(dtype) * cache.k_scale
-            v = v.to(dtype) * cache.v_scale
+        if not cache.is_fp8:
+            return cache.kv[0][slots], cache.kv[1][slots]
+        raw = cache.kv.view(torch.uint8)
+        k = raw[0][slots].view(cache.kv.dtype).to(dtype) * cache.k_scale
+        v = raw[1][slots].view(cache.kv.dtype).to(dtype) * cache.v_scale
         return k, v
 
     def _decode(self, q, cache: KVCacheLayer, meta: AttentionMetadata) -> torch.Tensor:
