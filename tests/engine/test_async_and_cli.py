@@ -1,0 +1,100 @@
+"""The async engine (what the server will drive) and `dyno generate` from the shell."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+
+import pytest
+
+from engine import AsyncLLM, EngineArgs, SamplingParams
+
+
+@pytest.fixture(scope="module")
+def async_llm(tiny_models):
+    path, _ = tiny_models["llama"]
+    llm = AsyncLLM(EngineArgs(model=str(path), skip_tokenizer_init=True, num_gpu_blocks_override=64))
+    yield llm
+    llm.shutdown()
+
+
+def _collect(llm, prompt, params, request_id):
+    async def run():
+        return [out async for out in llm.generate({"prompt_token_ids": prompt}, params, request_id)]
+    return asyncio.run(run())
+
+
+def test_streams_deltas_that_add_up(async_llm):
+    deltas = _collect(async_llm, [5, 6, 7], SamplingParams(temperature=0, max_tokens=6, ignore_eos=True), "s1")
+    assert [len(d.outputs[0].token_ids) for d in deltas] == [1] * 6
+    assert [d.finished for d in deltas] == [False] * 5 + [True]
+    assert deltas[-1].outputs[0].finish_reason == "length"
+
+
+def test_concurrent_streams_each_get_their_own_tokens(async_llm, tiny_models):
+    params = SamplingParams(temperature=0, max_tokens=5, ignore_eos=True)
+
+    async def run():
+        async def one(i):
+            return [t for o in [o async for o in async_llm.generate({"prompt_token_ids": [i, i + 1]}, params, f"c{i}")]
+                    for t in o.outputs[0].token_ids]
+        return await asyncio.gather(*(one(i) for i in range(10, 16)))
+
+    together = asyncio.run(run())
+    alone = [[t for o in _collect(async_llm, [i, i + 1], params, f"a{i}") for t in o.outputs[0].token_ids]
+             for i in range(10, 16)]
+    assert together == alone
+
+
+def test_leaving_the_stream_aborts_the_request(async_llm):
+    async def run():
+        stream = async_llm.generate({"prompt_token_ids": [1, 2, 3]},
+                                    SamplingParams(max_tokens=200, ignore_eos=True), "gone")
+        async for _ in stream:
+            break
+        await stream.aclose()
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if not async_llm.engine.has_unfinished_requests():
+                return True
+        return False
+
+    assert asyncio.run(run())
+    assert async_llm.engine.kv_cache.num_free_blocks == 63
+
+
+def test_a_bad_request_raises_in_the_caller(async_llm):
+    async def run():
+        async for _ in async_llm.generate({"prompt_token_ids": []}, SamplingParams(), "bad"):
+            pass
+    with pytest.raises(ValueError, match="the prompt is empty"):
+        asyncio.run(run())
+
+
+def test_dyno_generate_on_the_default_model():
+    proc = subprocess.run(
+        [sys.executable, "-m", "dyno", "generate", "--prompt", "What is the capital of France?",
+         "--max-tokens", "12", "--json", "--dtype", "float32", "--max-model-len", "512"],
+        capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert record["outputs"][0]["text"] == "The capital of France is Paris."
+    assert "tokens/s" in proc.stderr
+
+
+def test_dyno_generate_refuses_a_bad_flag_in_one_line():
+    proc = subprocess.run([sys.executable, "-m", "dyno", "generate", "--block-size", "12"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "--block-size" in proc.stderr.strip().splitlines()[-1]
+
+
+def test_dummy_weights_run_a_model_shape_without_its_weights(tiny_models):
+    from engine import LLM
+
+    path, _ = tiny_models["qwen2"]
+    llm = LLM(str(path), load_format="dummy", skip_tokenizer_init=True, num_gpu_blocks_override=32)
+    out = llm.generate({"prompt_token_ids": [1, 2, 3]}, SamplingParams(max_tokens=4, ignore_eos=True))[0]
+    assert len(out.outputs[0].token_ids) == 4
