@@ -37,11 +37,12 @@ class TokenCounter:
     def count_text(self, text: str) -> int:
         return len(self.encode(text))
 
-    def count_chunk(self, text: str) -> int:
-        """Tokens in one streamed chunk (at least 1: a chunk with content carries a token)."""
-        if self.tokenizer is None:
-            return 1
-        return max(1, len(self.encode(text)))
+    def count_chunks(self, texts: list[str]) -> list[int]:
+        """Tokens in each streamed chunk (at least 1: a chunk with content carries a token)."""
+        if self.tokenizer is None or not texts:
+            return [1] * len(texts)
+        ids = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+        return [max(1, len(x)) for x in ids]
 
 
 def load_counter(tokenizer: str | None) -> TokenCounter:
