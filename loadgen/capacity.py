@@ -29,6 +29,7 @@ class CapacitySearch:
     max_load: float = 4096.0
     rate_tolerance: float = 0.05
     min_requests_per_user: int = 3  # closed loop: each probe sends at least this many per user
+    arrival: str = "poisson"  # open loop (by rate): the arrival process of each probe
 
     def __post_init__(self) -> None:
         if not self.slos:
@@ -65,7 +66,9 @@ class CapacityAnswer:
 
 
 def _point(search: CapacitySearch, load: float) -> LoadPoint:
-    return LoadPoint(concurrency=int(load)) if search.by == "concurrency" else LoadPoint(rate=load)
+    if search.by == "concurrency":
+        return LoadPoint(concurrency=int(load))
+    return LoadPoint(rate=load, arrival=search.arrival)
 
 
 async def _probe(bench: Bench, search: CapacitySearch, load: float) -> Probe:

@@ -186,7 +186,7 @@ async def run(args: argparse.Namespace, console: Console) -> int:
 async def _run_mode(args: argparse.Namespace, bench: Bench, console: Console) -> None:
     if args.capacity:
         search = CapacitySearch(tuple(args.slo + args.goodput), args.slo_percentile, args.capacity_by,
-                                max_load=args.capacity_max)
+                                max_load=args.capacity_max, arrival=args.arrival)
         answer = await search_capacity(bench, search)
         bench.result.extra.update(answer.to_dict())
     elif args.sweep:

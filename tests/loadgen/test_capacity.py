@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from loadgen import SLO, CapacitySearch, LoadPoint, find_capacity
 from loadgen.capacity import CapacityAnswer, describe, Probe
 from tests.loadgen.conftest import make_config
@@ -35,3 +37,16 @@ def test_sentence_names_the_worst_broken_slo():
     text = describe(CapacityAnswer(search, 12, [ok, bad]), ok, bad)
     assert text == ("holds 12 concurrent users: p90 TTFT 410 ms, p90 TPOT 46 ms, 380 output tokens/s; "
                     "at 13 concurrent users p90 TPOT 52 ms (limit 50 ms) broke first")
+
+
+@pytest.mark.slow
+def test_capacity_by_rate_is_below_what_the_slots_allow(mock_factory):
+    # 4 slots, each request holds one for 20 + 4 * 5 = 40 ms: at most 100 requests/s. Past it
+    # the queue grows without bound and TTFT (which includes the wait for a slot) breaks.
+    mock = mock_factory(ttft_ms=20, itl_ms=5, output_len=5, max_num_seqs=4)
+    # Probes long enough (150 requests) that a few % of overload queues past the 50 ms target.
+    config = make_config(mock, LoadPoint(rate=1.0), num_prompts=150)
+    search = CapacitySearch((SLO("ttft", 0.05),), percentile=90, by="rate", start=64, arrival="constant")
+    answer = find_capacity(config, search)
+    assert answer.load is not None and 64 <= answer.load <= 100
+    assert answer.sentence.startswith("holds ") and "requests/s" in answer.sentence
