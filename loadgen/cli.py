@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 
 from loadgen import schema
 from loadgen.arrivals import ARRIVALS, LoadPoint, LoadShapeError
@@ -174,6 +175,10 @@ async def run(args: argparse.Namespace, console: Console) -> int:
         finally:
             bench.write_summary()
     show_summaries(console, [p.summary for p in bench.result.points])
+    for s in bench.result.points:
+        for kind, n in s.summary["failed_by_kind"].items():
+            console.print(f"[red]{s.summary['point']}: {n} failed ({kind}):[/] "
+                          f"{escape(s.summary['first_error_by_kind'].get(kind, ''))}", highlight=False)
     for warning in bench.result.warnings:
         console.print(f"[yellow]warning:[/] {warning}")
     if "capacity" in bench.result.extra:

@@ -100,6 +100,7 @@ def summarize(records: list[RequestRecord], slos: Iterable[SLO] = ()) -> dict[st
         "completed": len(ok),
         "failed": len(measured) - len(ok),
         "failed_by_kind": dict(Counter(r.error_kind for r in measured if not r.ok)),
+        "first_error_by_kind": first_errors(measured),
         "duration": duration,
         "total_input_tokens": total_in,
         "total_output_tokens": total_out,
@@ -115,6 +116,15 @@ def summarize(records: list[RequestRecord], slos: Iterable[SLO] = ()) -> dict[st
     for metric in ("ttft_intended", "e2el_intended"):
         out.update(stats_ms(series(measured, metric), metric))
     out.update(lag_summary(measured))
+    return out
+
+
+def first_errors(records: list[RequestRecord]) -> dict[str, str]:
+    """One example message per kind of failure, for the one-line report."""
+    out: dict[str, str] = {}
+    for r in records:
+        if not r.ok and r.error_kind not in out:
+            out[str(r.error_kind)] = r.error or ""
     return out
 
 
