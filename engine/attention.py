@@ -24,8 +24,9 @@ class PrefillSpan:
 class AttentionMetadata:
     slot_mapping: torch.Tensor  # [num_tokens] cache slot each new key/value is written to
     num_decodes: int
-    decode_slots: torch.Tensor | None  # [num_decodes, max_context_len]
-    decode_mask: torch.Tensor | None  # [num_decodes, 1, 1, max_context_len] bool, True = attend
+    # Decodes read whole blocks: one contiguous copy per block beats one per token.
+    decode_block_table: torch.Tensor | None  # [num_decodes, max_blocks], padded with block 0
+    decode_mask: torch.Tensor | None  # [num_decodes, 1, 1, max_blocks * block_size] bool, True = attend
     prefills: list[PrefillSpan]
 
 
@@ -34,6 +35,7 @@ class KVCacheLayer:
     """One layer's cache: keys and values by slot, with the scales an fp8 cache stores them under."""
 
     kv: torch.Tensor  # [2, num_slots, num_kv_heads, head_dim]
+    block_size: int
     k_scale: float = 1.0
     v_scale: float = 1.0
 
@@ -80,8 +82,20 @@ class TorchAttention:
         v = raw[1][slots].view(cache.kv.dtype).to(dtype) * cache.v_scale
         return k, v
 
+    def _read_blocks(self, cache: KVCacheLayer, block_ids: torch.Tensor, dtype: torch.dtype):
+        raw = cache.kv.view(torch.uint8) if cache.is_fp8 else cache.kv
+        blocks = raw.view(2, -1, cache.block_size, self.num_kv_heads, self.head_dim)
+        k, v = blocks[0].index_select(0, block_ids), blocks[1].index_select(0, block_ids)
+        if cache.is_fp8:
+            k = k.view(cache.kv.dtype).to(dtype) * cache.k_scale
+            v = v.view(cache.kv.dtype).to(dtype) * cache.v_scale
+        return k, v
+
     def _decode(self, q, cache: KVCacheLayer, meta: AttentionMetadata) -> torch.Tensor:
-        k, v = self._read(cache, meta.decode_slots, q.dtype)  # [num_decodes, max_len, kv_heads, dim]
+        num_decodes, max_blocks = meta.decode_block_table.shape
+        k, v = self._read_blocks(cache, meta.decode_block_table.flatten(), q.dtype)
+        k = k.view(num_decodes, -1, self.num_kv_heads, self.head_dim)  # [num_decodes, max_len, kv_heads, dim]
+        v = v.view(num_decodes, -1, self.num_kv_heads, self.head_dim)
         out = F.scaled_dot_product_attention(
             q.unsqueeze(2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=meta.decode_mask,
             scale=self.scale, enable_gqa=True)  # [num_decodes, heads, 1, dim]

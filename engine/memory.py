@@ -6,6 +6,7 @@ engine starts) that weights, activations and the KV cache may take together.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
 from pathlib import Path
@@ -16,6 +17,7 @@ from engine.attention import KVCacheLayer
 
 logger = logging.getLogger(__name__)
 
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameters from malloc.h
 _KV_DTYPES = {"fp8": torch.float8_e4m3fn, "fp8_e4m3": torch.float8_e4m3fn,
               "fp8_e5m2": torch.float8_e5m2}
 
@@ -27,6 +29,21 @@ def kv_cache_dtype(name: str, model_dtype: torch.dtype) -> torch.dtype:
 def block_num_bytes(num_layers: int, block_size: int, num_kv_heads: int, head_dim: int,
                     dtype: torch.dtype) -> int:
     return 2 * num_layers * block_size * num_kv_heads * head_dim * dtype.itemsize
+
+
+def keep_freed_memory() -> None:
+    """Stop glibc from handing per-step activation buffers back to the kernel.
+
+    By default buffers over 128 KiB are mmap'd and unmapped on free, so every step page-faults
+    its activations in afresh (measured: 2.4 s instead of 0.13 s for a 32-sequence decode step
+    on 2 cores). Raising the mmap and trim thresholds keeps them in the heap for reuse.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    libc.mallopt(_M_MMAP_THRESHOLD, 32 * 1024 * 1024)
+    libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30)
 
 
 def _meminfo_bytes(key: str) -> int:
@@ -72,7 +89,7 @@ def allocate_kv_caches(num_layers: int, num_blocks: int, block_size: int, num_kv
         # NaN times a zero attention weight is NaN.
         kv[:, :block_size].zero_()
         k_scale, v_scale = scales[layer] if scales else (1.0, 1.0)
-        caches.append(KVCacheLayer(kv, k_scale, v_scale))
+        caches.append(KVCacheLayer(kv, block_size, k_scale, v_scale))
     return caches
 
 

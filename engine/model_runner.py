@@ -48,7 +48,10 @@ class ModelRunner:
         self.sliding_window = model.args.sliding_window
         self.sampler = Sampler(seed)
         self.requests: dict[str, RequestState] = {}
-        self._generators: dict[str, torch.Generator] = {}  # outlive preemption
+        # Outlive preemption: a resumed request keeps its random stream, and does not send
+        # prompt logprobs for positions it already sent.
+        self._generators: dict[str, torch.Generator] = {}
+        self._num_prompt_logprobs_sent: dict[str, int] = {}
 
     @torch.inference_mode()
     def execute(self, sched: SchedulerOutput) -> ModelRunnerOutput:
@@ -71,14 +74,29 @@ class ModelRunner:
         for req_id in sched.finished_req_ids:
             self.requests.pop(req_id, None)
             self._generators.pop(req_id, None)
+            self._num_prompt_logprobs_sent.pop(req_id, None)
         for req_id in sched.preempted_req_ids:
             self.requests.pop(req_id, None)
+        fresh_blocks: list[int] = []
         for new in sched.new_reqs:
             self.requests[new.req_id] = self._new_state(new)
+            fresh_blocks += new.block_ids[new.num_computed_tokens // self.block_size:]
         for diff in sched.cached_reqs:
             state = self.requests[diff.req_id]
             state.block_ids.extend(diff.new_block_ids)
             state.num_computed_tokens = diff.num_computed_tokens
+            fresh_blocks += diff.new_block_ids
+        if fresh_blocks:
+            self._zero_blocks(fresh_blocks)
+
+    def _zero_blocks(self, block_ids: list[int]) -> None:
+        """Decodes read whole blocks, masked past each context's end. A masked slot still
+        multiplies its value by a zero weight, and stale memory there may hold NaN (NaN * 0 is
+        NaN), so blocks start zeroed."""
+        ids = torch.tensor(block_ids)
+        for cache in self.kv_caches:
+            raw = cache.kv.view(torch.uint8) if cache.is_fp8 else cache.kv
+            raw.view(2, -1, self.block_size, *raw.shape[2:]).index_fill_(1, ids, 0)
 
     def _new_state(self, new: NewRequestData) -> RequestState:
         generator = self._generators.get(new.req_id)
@@ -118,26 +136,26 @@ class ModelRunner:
 
     def _attention_metadata(self, decodes, prefills, counts, starts, positions) -> AttentionMetadata:
         slot_mapping = torch.empty_like(positions)
-        decode_slots = decode_mask = None
+        table = decode_mask = None
         if decodes:
             ctx = torch.tensor([s.num_computed_tokens + 1 for s in decodes])  # [num_decodes]
             max_blocks = max(len(s.block_ids) for s in decodes)
             table = torch.tensor([s.block_ids + [0] * (max_blocks - len(s.block_ids)) for s in decodes])
-            j = torch.arange(int(ctx.max()))
-            decode_slots = self._slots(table, j.expand(len(decodes), -1))  # [num_decodes, max_len]
+            j = torch.arange(max_blocks * self.block_size)
             valid = j[None, :] < ctx[:, None]
             if self.sliding_window:
                 valid &= j[None, :] >= (ctx - self.sliding_window)[:, None]
-            decode_slots = decode_slots.masked_fill(~valid, 0)
             decode_mask = valid[:, None, None, :]
-            slot_mapping[:len(decodes)] = decode_slots.gather(1, (ctx - 1)[:, None])[:, 0]
+            last = ctx - 1
+            slot_mapping[:len(decodes)] = table.gather(1, (last // self.block_size)[:, None])[:, 0] \
+                * self.block_size + last % self.block_size
         spans = []
         for s, start in zip(prefills, starts[len(decodes):]):
             n, c = counts[s.req_id], s.num_computed_tokens
             kv_slots = self._slots(torch.tensor(s.block_ids), torch.arange(c + n))
             slot_mapping[start:start + n] = kv_slots[c:]
             spans.append(PrefillSpan(start, start + n, kv_slots, self._prefill_mask(c, n)))
-        return AttentionMetadata(slot_mapping, len(decodes), decode_slots, decode_mask, spans)
+        return AttentionMetadata(slot_mapping, len(decodes), table, decode_mask, spans)
 
     def _prefill_mask(self, num_cached: int, num_new: int) -> torch.Tensor | None:
         if num_cached == 0 and not self.sliding_window:
@@ -197,13 +215,19 @@ class ModelRunner:
         """Logprobs of each prompt token given the ones before it, chunk by chunk."""
         for state, start in zip(batch.order, batch.row_starts):
             k = state.params.prompt_logprobs
-            c = state.num_computed_tokens
-            if k is None or c >= state.num_prompt_tokens:
+            if k is None:
                 continue
-            n = min(sched.num_scheduled_tokens[state.req_id], state.num_prompt_tokens - 1 - c)
+            c = state.num_computed_tokens
+            # Rows c .. end-1 predict prompt tokens c+1 .. end; skip those sent before a preemption.
+            first = max(c, self._num_prompt_logprobs_sent.get(state.req_id, 0))
+            end = min(c + sched.num_scheduled_tokens[state.req_id], state.num_prompt_tokens - 1)
+            if first >= end and c >= state.num_prompt_tokens:
+                continue
             entries: list[TokenLogprobs] = []
-            if n > 0:
-                logits = self.model.compute_logits(hidden[start:start + n]).float()
-                targets = torch.tensor(state.token_ids[c + 1:c + 1 + n])
-                entries = top_logprobs(logits.log_softmax(-1), targets, [k] * n)
+            if end > first:
+                rows = hidden[start + first - c:start + end - c]
+                logits = self.model.compute_logits(rows).float()
+                targets = torch.tensor(state.token_ids[first + 1:end + 1])
+                entries = top_logprobs(logits.log_softmax(-1), targets, [k] * (end - first))
+                self._num_prompt_logprobs_sent[state.req_id] = end
             out.prompt_logprobs[state.req_id] = entries

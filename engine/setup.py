@@ -10,8 +10,8 @@ import torch
 
 from engine.args import EngineArgs
 from engine.attention import AttentionMetadata, KVCacheLayer, PrefillSpan
-from engine.memory import (allocate_kv_caches, block_num_bytes, cpu_kv_budget, kv_cache_dtype,
-                           load_kv_scales, peak_rss_bytes, reset_peak_rss)
+from engine.memory import (allocate_kv_caches, block_num_bytes, cpu_kv_budget, keep_freed_memory,
+                           kv_cache_dtype, load_kv_scales, peak_rss_bytes, reset_peak_rss)
 from engine.model_loader import load_model, resolve_device, resolve_dtype
 from engine.model_source import load_config, resolve_model
 from engine.tokenizer import load_tokenizer
@@ -48,6 +48,7 @@ class EngineParts:
 
 def build_engine_parts(args: EngineArgs) -> EngineParts:
     start = time.monotonic()
+    keep_freed_memory()
     files = resolve_model(args.model, revision=args.revision, code_revision=args.code_revision,
                           download_dir=args.download_dir, load_format=args.load_format,
                           trust_remote_code=args.trust_remote_code,

@@ -113,3 +113,15 @@ def test_prompt_logprobs_match_transformers(tiny_models):
     assert out.prompt_logprobs[0] is None and len(out.prompt_logprobs) == len(prompt)
     for i, entry in enumerate(out.prompt_logprobs[1:], start=1):
         assert abs(entry[prompt[i]].logprob - float(ref[i - 1, prompt[i]])) < 1e-4
+
+
+def test_stale_nan_in_reused_memory_never_leaks_into_outputs(tiny_models):
+    """Freshly handed-out blocks may hold anything; poisoned with NaN, outputs stay exact."""
+    path, model = tiny_models["llama"]
+    llm = LLM(str(path), skip_tokenizer_init=True, dtype="float32", num_gpu_blocks_override=64)
+    for cache in llm.engine.runner.kv_caches:
+        cache.kv[:, 16:] = float("nan")  # everything but the placeholder block 0
+    prompts = _prompts([3, 21, 9], seed=6)
+    outs = llm.generate([{"prompt_token_ids": p} for p in prompts],
+                        SamplingParams(temperature=0, max_tokens=MAX_TOKENS, ignore_eos=True))
+    assert [o.outputs[0].token_ids for o in outs] == _expected(model, prompts)
