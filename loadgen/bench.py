@@ -91,6 +91,7 @@ class Bench:
         self.model = config.model or ""
         self.counter = TokenCounter()
         self.dir = Path(config.result_dir) if config.result_dir else None
+        self.writer: schema.RecordWriter | None = None
 
     def open(self) -> Bench:
         """Find the server and load the tokenizer: fails fast, before any load is sent."""
@@ -102,7 +103,21 @@ class Bench:
         if self.dir is not None:
             self.dir.mkdir(parents=True, exist_ok=True)
             self.result.result_dir = self.dir
+            self.writer = schema.RecordWriter(self.dir / schema.REQUESTS_FILE)
         return self
+
+    def close(self) -> None:
+        """Write the run summary (whatever finished) and close the records file."""
+        self.write_summary()
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+    def __enter__(self) -> Bench:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def backend_config(self) -> BackendConfig:
         cfg = self.config
@@ -150,8 +165,8 @@ class Bench:
                                                path, samples))
 
     def _sink(self, record: RequestRecord) -> None:
-        if self.dir is not None:
-            schema.append_record(self.dir / schema.REQUESTS_FILE, record)
+        if self.writer is not None:
+            self.writer.append(record)
         self._emit(RequestDone(record))
 
     def _finish_point(self, point: LoadPoint, run: PointRun, records: list[RequestRecord],
@@ -209,12 +224,9 @@ def raise_fd_limit(needed: int) -> None:
 
 async def arun_bench(config: BenchConfig, on_event: EventCallback | None = None) -> BenchResult:
     """Run every point of `config.points` in turn."""
-    bench = Bench(config, on_event).open()
-    try:
+    with Bench(config, on_event).open() as bench:
         for point in config.points:
             await bench.run_point(point)
-    finally:
-        bench.write_summary()
     return bench.result
 
 

@@ -148,12 +148,9 @@ def describe(answer: CapacityAnswer, ok: Probe | None, broke: Probe | None) -> s
 
 async def afind_capacity(config: BenchConfig, search: CapacitySearch,
                          on_event: EventCallback | None = None) -> tuple[CapacityAnswer, Bench]:
-    bench = Bench(config, on_event).open()
-    try:
+    with Bench(config, on_event).open() as bench:
         answer = await search_capacity(bench, search)
         bench.result.extra.update(answer.to_dict())
-    finally:
-        bench.write_summary()
     return answer, bench
 
 

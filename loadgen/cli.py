@@ -32,7 +32,7 @@ from loadgen.discovery import ServerError
 from loadgen.display import LiveProgress, show_summaries
 from loadgen.lengths import LengthDist, LengthSpecError
 from loadgen.metrics import SLO, SLO_METRICS, summarize
-from loadgen.sweep import sweep_rates
+from loadgen.sweep import sweep
 from loadgen.tokens import TokenizerError
 
 USER_ERRORS = (ServerError, DatasetError, LengthSpecError, LoadShapeError, TokenizerError, ValueError, OSError)
@@ -167,13 +167,10 @@ def bench_config(args: argparse.Namespace) -> BenchConfig:
 async def run(args: argparse.Namespace, console: Console) -> int:
     config = bench_config(args)
     with LiveProgress(console, enabled=not args.no_progress) as progress:
-        bench = Bench(config, progress).open()
-        console.print(f"[bold]{bench.server.base_url}[/] serving [bold]{bench.model}[/]"
-                      + ("" if args.base_url else " (found on a local port)"))
-        try:
+        with Bench(config, progress).open() as bench:
+            console.print(f"[bold]{bench.server.base_url}[/] serving [bold]{bench.model}[/]"
+                          + ("" if args.base_url else " (found on a local port)"))
             await _run_mode(args, bench, console)
-        finally:
-            bench.write_summary()
     show_summaries(console, [p.summary for p in bench.result.points])
     for s in bench.result.points:
         for kind, n in s.summary["failed_by_kind"].items():
@@ -196,12 +193,7 @@ async def _run_mode(args: argparse.Namespace, bench: Bench, console: Console) ->
         bench.result.extra.update(answer.to_dict())
     elif args.sweep:
         cap = args.max_concurrency[0] if args.max_concurrency else None
-        sync = await bench.run_point(LoadPoint(concurrency=1))
-        peak = await bench.run_point(LoadPoint(rate=math.inf, max_concurrency=cap))
-        for rate in sweep_rates(sync.summary["request_throughput"], peak.summary["request_throughput"],
-                                args.sweep_points):
-            await bench.run_point(LoadPoint(rate=rate, arrival=args.arrival, burstiness=args.burstiness,
-                                            max_concurrency=cap))
+        await sweep(bench, args.sweep_points, args.arrival, args.burstiness, cap)
     else:
         for point in bench.config.points:
             await bench.run_point(point)

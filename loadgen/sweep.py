@@ -24,19 +24,23 @@ def sweep_rates(sync_rate: float, max_rate: float, num_points: int) -> list[floa
     return [float(r) for r in np.linspace(sync_rate, max_rate, num_points)[1:-1]]
 
 
+async def sweep(bench: Bench, num_points: int = 10, arrival: str = "poisson", burstiness: float = 1.0,
+                max_concurrency: int | None = None) -> None:
+    """Run the sweep's points on an open bench; its range goes into the run summary."""
+    sync = await bench.run_point(LoadPoint(concurrency=1))
+    peak = await bench.run_point(LoadPoint(rate=math.inf, max_concurrency=max_concurrency))
+    rates = sweep_rates(sync.summary["request_throughput"], peak.summary["request_throughput"], num_points)
+    for rate in rates:
+        await bench.run_point(LoadPoint(rate=rate, arrival=arrival, burstiness=burstiness,
+                                        max_concurrency=max_concurrency))
+    bench.result.extra["sweep"] = {"synchronous_rate": sync.summary["request_throughput"],
+                                   "saturation_rate": peak.summary["request_throughput"], "rates": rates}
+
+
 async def arun_sweep(config: BenchConfig, num_points: int = 10, arrival: str = "poisson",
                      max_concurrency: int | None = None, on_event: EventCallback | None = None) -> BenchResult:
-    bench = Bench(config, on_event).open()
-    try:
-        sync = await bench.run_point(LoadPoint(concurrency=1))
-        peak = await bench.run_point(LoadPoint(rate=math.inf, max_concurrency=max_concurrency))
-        rates = sweep_rates(sync.summary["request_throughput"], peak.summary["request_throughput"], num_points)
-        for rate in rates:
-            await bench.run_point(LoadPoint(rate=rate, arrival=arrival, max_concurrency=max_concurrency))
-        bench.result.extra["sweep"] = {"synchronous_rate": sync.summary["request_throughput"],
-                                       "saturation_rate": peak.summary["request_throughput"], "rates": rates}
-    finally:
-        bench.write_summary()
+    with Bench(config, on_event).open() as bench:
+        await sweep(bench, num_points, arrival, max_concurrency=max_concurrency)
     return bench.result
 
 
