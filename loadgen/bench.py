@@ -135,7 +135,8 @@ class Bench:
         point_no = len(self.result.points)
         limits = Limits(num_prompts if num_prompts is not None else cfg.num_prompts,
                         duration_s if duration_s is not None else cfg.duration_s, cfg.warmup)
-        raise_fd_limit((point.max_in_flight or 0) + 64)
+        # One socket per stream in flight; an unbounded open loop may open one per request.
+        raise_fd_limit((point.max_in_flight or (limits.num_requests or 10_000) + limits.warmup) + 64)
         clock = Clock.start()
         workload = iter_workload(dataclasses.replace(cfg.dataset, seed=cfg.seed + point_no), self.counter)
         self._emit(PointStarted(point, limits.num_requests))
