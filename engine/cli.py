@@ -9,6 +9,7 @@ import sys
 import time
 
 from engine.args import ArgsError, EngineArgs, make_parser
+from engine.log import configure_logging
 from engine.model_source import ModelSourceError
 
 DEFAULT_CHATS = [
@@ -37,6 +38,7 @@ def _generate_parser() -> argparse.ArgumentParser:
     g.add_argument("--sample-seed", type=int, default=None, help="Per-request sampling seed.")
     g.add_argument("--ignore-eos", action="store_true")
     g.add_argument("--json", action="store_true", help="Print one JSON object per prompt.")
+    g.add_argument("-v", "--verbose", action="store_true", help="Log the engine's start-up and statistics.")
     return parser
 
 
@@ -54,12 +56,12 @@ def _read_prompts(ns: argparse.Namespace) -> list[str]:
 def generate_main(argv: list[str]) -> int:
     parser = _generate_parser()
     ns = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         from engine.llm import LLM
         from engine.sampling_params import SamplingParams
 
         args = EngineArgs.from_namespace(ns).validate()
+        configure_logging(args.log_format, logging.INFO if ns.verbose else logging.WARNING)
         params = SamplingParams(n=ns.n, temperature=ns.temperature, top_p=ns.top_p, top_k=ns.top_k,
                                 max_tokens=ns.max_tokens, seed=ns.sample_seed, ignore_eos=ns.ignore_eos)
         prompts = _read_prompts(ns)

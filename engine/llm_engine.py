@@ -65,6 +65,7 @@ class LLMEngine:
         self.outputs = OutputProcessor(self.tokenizer)
         self.num_prompt_tokens = 0
         self.num_generation_tokens = 0
+        self._last_log = (time.monotonic(), 0, 0)  # time, prompt and generation tokens then
 
     # -- requests --------------------------------------------------------------------------
 
@@ -114,7 +115,23 @@ class LLMEngine:
         self.scheduler.finish_requests(stopped, RequestStatus.FINISHED_STOPPED)
         self.num_prompt_tokens += sum(o.num_prompt_tokens for o in core_outputs)
         self.num_generation_tokens += sum(len(o.new_token_ids) for o in core_outputs)
+        if not self.args.disable_log_stats:
+            self._maybe_log_stats()
         return outputs
+
+    def _maybe_log_stats(self, interval: float = 5.0) -> None:
+        now = time.monotonic()
+        then, prompt_then, gen_then = self._last_log
+        if now - then < interval:
+            return
+        self._last_log = (now, self.num_prompt_tokens, self.num_generation_tokens)
+        s = self.stats()
+        hit = s.prefix_cache_hits / s.prefix_cache_queries if s.prefix_cache_queries else 0.0
+        logger.info("prompt %.1f tok/s, generation %.1f tok/s, running %d, waiting %d, "
+                    "KV cache %.1f%% used, prefix cache hit rate %.1f%%, preemptions %d",
+                    (self.num_prompt_tokens - prompt_then) / (now - then),
+                    (self.num_generation_tokens - gen_then) / (now - then),
+                    s.num_running, s.num_waiting, 100 * s.kv_cache_usage, 100 * hit, s.num_preemptions)
 
     def stats(self) -> EngineStats:
         s, kv = self.scheduler, self.kv_cache

@@ -98,3 +98,41 @@ def test_dummy_weights_run_a_model_shape_without_its_weights(tiny_models):
     llm = LLM(str(path), load_format="dummy", skip_tokenizer_init=True, num_gpu_blocks_override=32)
     out = llm.generate({"prompt_token_ids": [1, 2, 3]}, SamplingParams(max_tokens=4, ignore_eos=True))[0]
     assert len(out.outputs[0].token_ids) == 4
+
+
+def test_global_seed_makes_unseeded_sampling_repeat(tiny_models):
+    from engine import LLM
+
+    path, _ = tiny_models["llama"]
+    params = SamplingParams(temperature=1.0, max_tokens=12, ignore_eos=True)
+
+    def run(seed):
+        llm = LLM(str(path), skip_tokenizer_init=True, num_gpu_blocks_override=32, seed=seed)
+        return llm.generate({"prompt_token_ids": [4, 5, 6]}, params)[0].outputs[0].token_ids
+
+    assert run(1) == run(1)
+    assert run(1) != run(2)
+
+
+def test_json_log_format_and_periodic_stats(tiny_models, caplog):
+    import logging
+
+    from engine import LLM
+    from engine.log import JsonFormatter
+
+    path, _ = tiny_models["llama"]
+    llm = LLM(str(path), skip_tokenizer_init=True, num_gpu_blocks_override=32)
+    llm.engine._last_log = (0.0, 0, 0)  # as if the last report were long ago
+    with caplog.at_level(logging.INFO, logger="engine.llm_engine"):
+        llm.generate({"prompt_token_ids": [4, 5, 6]}, SamplingParams(max_tokens=2, ignore_eos=True))
+    record = next(r for r in caplog.records if "generation" in r.getMessage())
+    line = json.loads(JsonFormatter().format(record))
+    assert line["level"] == "info" and line["logger"] == "engine.llm_engine"
+    assert "KV cache" in line["message"] and "prefix cache hit rate" in line["message"]
+
+    quiet = LLM(str(path), skip_tokenizer_init=True, num_gpu_blocks_override=32, disable_log_stats=True)
+    quiet.engine._last_log = (0.0, 0, 0)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="engine.llm_engine"):
+        quiet.generate({"prompt_token_ids": [4, 5, 6]}, SamplingParams(max_tokens=2, ignore_eos=True))
+    assert not [r for r in caplog.records if "generation" in r.getMessage()]
