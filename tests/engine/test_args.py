@@ -199,10 +199,9 @@ def test_without_positional_model():
 
 
 def test_list_flags():
-    args = EngineArgs.from_argv(["--served-model-name", "a", "b"])
-    assert args.served_model_name == ["a", "b"]
-    ns = make_parser().parse_args(["--allowed-origins", '["http://x", "http://y"]',
+    ns = make_parser().parse_args(["--served-model-name", "a", "b", "--allowed-origins", '["http://x", "http://y"]',
                                    "--middleware", "m.a", "--middleware", "m.b"])
+    assert ns.served_model_name == ["a", "b"]
     assert ns.allowed_origins == ["http://x", "http://y"]
     assert ns.middleware == ["m.a", "m.b"]
     assert EngineArgs().middleware is not EngineArgs().middleware  # no shared default
