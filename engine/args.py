@@ -155,7 +155,8 @@ class EngineArgs:
                                             help="Hub revision of the tokenizer.")
     tokenizer_mode: str = field_("auto", group="tokenizer", choices=("auto", "slow"),
                                  help="auto: the fast tokenizer when there is one; slow: "
-                                      "always the Python one.")
+                                      "the Python one, an error naming the model where "
+                                      "transformers has none (as for the default model).")
     skip_tokenizer_init: bool = field_(False, group="tokenizer",
                                        help="Load no tokenizer: prompts are token ids and "
                                             "outputs are token ids.")
