@@ -118,6 +118,8 @@ async def _closed_loop(run: PointRun, items: Iterator[tuple[int, WorkItem]]) -> 
 
     async def worker() -> None:
         while not run.expired():
+            if _is_cancelled():
+                raise asyncio.CancelledError
             nxt = next(items, None)
             if nxt is None:
                 return
@@ -140,6 +142,8 @@ async def _open_loop(run: PointRun, items: Iterator[tuple[int, WorkItem]], rng: 
             if run.stop_reason is not None or (d is not None and offset >= d):
                 break
             await sleep_until(due)
+            if _is_cancelled():
+                raise asyncio.CancelledError
             task = asyncio.create_task(_send_item(run, index, item, due, time.perf_counter(), cap))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
@@ -148,6 +152,13 @@ async def _open_loop(run: PointRun, items: Iterator[tuple[int, WorkItem]], rng: 
     finally:
         for task in tasks:
             task.cancel()
+
+
+def _is_cancelled() -> bool:
+    """True once this task was asked to stop (Ctrl-C), even if a library swallowed the
+    CancelledError on the way (seen under load: the run then went on sending)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 async def sleep_until(due: float) -> None:
