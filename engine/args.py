@@ -72,12 +72,48 @@ def in_range(low: float, high: float, *, low_open: bool = False) -> Rule:
 
 
 def field_(default: Any, *, group: str, help: str, status: str = WORKS,
-           choices: tuple | None = None, rule: Rule | None = None) -> Any:
-    """A dataclass field whose metadata describes the flag (mutable defaults are copied)."""
-    meta = {"group": group, "help": help, "status": status, "choices": choices, "rule": rule}
+           choices: tuple | None = None, rule: Rule | None = None,
+           parse: Callable[[str], Any] | None = None) -> Any:
+    """A dataclass field whose metadata describes the flag (mutable defaults are copied).
+
+    parse: how the command line's text becomes the value, where the field's type is not enough.
+    """
+    meta = {"group": group, "help": help, "status": status, "choices": choices, "rule": rule,
+            "parse": parse}
     if isinstance(default, (list, dict)):
         return dataclasses.field(default_factory=lambda: type(default)(default), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
+
+
+_CERT_REQS = {"none": 0, "optional": 1, "required": 2}
+
+
+def cert_reqs(value: Any) -> int:
+    """--ssl-cert-reqs as the ssl module's number: none|optional|required, CERT_*, or 0|1|2."""
+    if isinstance(value, int) and not isinstance(value, bool) and value in (0, 1, 2):
+        return value
+    text = str(value).strip().lower().removeprefix("cert_")
+    if text in _CERT_REQS:
+        return _CERT_REQS[text]
+    if text in ("0", "1", "2"):
+        return int(text)
+    raise ValueError(f"--ssl-cert-reqs must be none, optional, required, 0, 1 or 2 "
+                     f"(got {value})")
+
+
+def _parse_cert_reqs(text: str) -> int:
+    try:
+        return cert_reqs(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e).removeprefix("--ssl-cert-reqs ")) from None
+
+
+def _valid_cert_reqs(value: Any) -> bool:
+    try:
+        cert_reqs(value)
+    except ValueError:
+        return False
+    return True
 
 
 _DTYPES = ("auto", "half", "float16", "bfloat16", "float", "float32")
@@ -96,35 +132,49 @@ class EngineArgs:
     uvicorn_log_level: str = field_(
         "info", group="server", status=SERVER,
         choices=("debug", "info", "warning", "error", "critical", "trace"),
-        help="Log level of uvicorn, the HTTP server.")
+        help="Log level of uvicorn, the HTTP server (its start-up and access lines).")
     allow_credentials: bool = field_(False, group="server", status=SERVER,
-                                     help="CORS: allow credentials.")
+                                     help="CORS: let browsers send cookies and credentials (the "
+                                          "Access-Control-Allow-Credentials header).")
     allowed_origins: list[str] = field_(["*"], group="server", status=SERVER,
-                                        help="CORS: allowed origins.")
+                                        help="CORS: origins browsers may call from (* any).")
     allowed_methods: list[str] = field_(["*"], group="server", status=SERVER,
-                                        help="CORS: allowed methods.")
+                                        help="CORS: HTTP methods a preflight allows (* any).")
     allowed_headers: list[str] = field_(["*"], group="server", status=SERVER,
-                                        help="CORS: allowed headers.")
+                                        help="CORS: request headers a preflight allows (* any).")
     api_key: str | None = field_(None, group="server", status=SERVER,
-                                 help="Require this key in the Authorization header.")
+                                 help="Every /v1/* request needs 'Authorization: Bearer KEY' "
+                                      "(else 401 in the OpenAI error format). Also read from "
+                                      "DYNO_API_KEY or VLLM_API_KEY when the flag is not given.")
     ssl_keyfile: str | None = field_(None, group="server", status=SERVER,
-                                     help="TLS private key file.")
+                                     help="TLS: the server's private key (PEM); needs "
+                                          "--ssl-certfile.")
     ssl_certfile: str | None = field_(None, group="server", status=SERVER,
-                                      help="TLS certificate file.")
+                                      help="TLS: the server's certificate (PEM); serves HTTPS.")
     ssl_ca_certs: str | None = field_(None, group="server", status=SERVER,
-                                      help="CA certificates file for client verification.")
-    ssl_cert_reqs: int = field_(0, group="server", status=SERVER, rule=in_range(0, 2),
-                                help="Whether client certificates are required (see the "
-                                     "ssl module: 0 none, 1 optional, 2 required).")
+                                      help="Mutual TLS: CA certificates (PEM) that client "
+                                           "certificates are checked against (see "
+                                           "--ssl-cert-reqs).")
+    ssl_cert_reqs: int = field_(0, group="server", status=SERVER, parse=_parse_cert_reqs,
+                                rule=Rule(_valid_cert_reqs,
+                                          "be none, optional, required, 0, 1 or 2"),
+                                help="Client certificates (mutual TLS, checked against "
+                                     "--ssl-ca-certs): none|0 not asked for, optional|1 "
+                                     "verified if sent, required|2 a connection without one "
+                                     "is refused.")
     root_path: str | None = field_(None, group="server", status=SERVER,
-                                   help="FastAPI root_path when behind a path-based proxy.")
+                                   help="Path prefix a reverse proxy serves the API under "
+                                        "(ASGI root_path), for the OpenAPI page and links.")
     middleware: list[str] = field_([], group="server", status=SERVER,
-                                   help="Import path of an ASGI middleware to add (repeatable).")
+                                   help="Import path of an ASGI middleware class or of an "
+                                        "async HTTP middleware function(request, call_next) "
+                                        "to add (repeatable; the first is outermost).")
     disable_log_requests: bool = field_(False, group="server", status=SERVER,
-                                        help="Do not log each request.")
+                                        help="Do not log a line when each request arrives "
+                                             "and finishes.")
     max_log_len: int | None = field_(None, group="server", status=SERVER, rule=at_least(0),
-                                     help="Characters of prompt printed per logged request "
-                                          "(None: all).")
+                                     help="Request log lines show at most this many characters of "
+                                          "the prompt, or token ids of a token prompt (None: all).")
     # -- model -------------------------------------------------------------------------
     model: str | None = field_(
         None, group="model",
@@ -372,6 +422,7 @@ class Flag:
     status: str          # works | accepted | refused (server flags resolved by SERVER_BUILT)
     choices: tuple | None
     rule: Rule | None
+    parse: Callable[[str], Any] | None = None  # command-line text -> value, if not kind(text)
 
     @property
     def is_refused(self) -> bool:
@@ -413,7 +464,8 @@ def _make_flags() -> tuple[Flag, ...]:
         default = f.default_factory() if f.default is dataclasses.MISSING else f.default
         kind, item = _kinds(hints[f.name])
         flags.append(Flag(f.name, "--" + f.name.replace("_", "-"), default, kind, item,
-                          m["group"], m["help"], status, m["choices"], m["rule"]))
+                          m["group"], m["help"], status, m["choices"], m["rule"],
+                          m.get("parse")))
     return tuple(flags)
 
 
@@ -481,7 +533,7 @@ def _argument_kwargs(flag: Flag) -> dict[str, Any]:
     elif flag.kind is list:
         kw.update(nargs="+", action=_ExtendList, metavar=flag.name.upper())
     else:
-        kw["type"] = str if flag.kind is dict else flag.kind
+        kw["type"] = flag.parse or (str if flag.kind is dict else flag.kind)
         if flag.choices:
             kw["choices"] = flag.choices
     return kw
