@@ -7,6 +7,7 @@ through a queue, so the event loop never waits for a model step.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import queue
 import threading
@@ -40,19 +41,28 @@ class AsyncLLM:
     def tokenizer(self):
         return self.engine.tokenizer
 
+    def process(self, request_id: str, prompt: Prompt, params: SamplingParams,
+                kind: OutputKind = OutputKind.DELTA) -> ProcessedRequest:
+        """Tokenize and validate on the caller's thread; raises ValueError for bad input."""
+        if self.error is not None:
+            raise EngineDeadError(f"the engine stopped: {self.error}")
+        return self.engine.process_request(request_id, prompt, params, kind)
+
     async def generate(self, prompt: Prompt, params: SamplingParams, request_id: str,
                        kind: OutputKind = OutputKind.DELTA) -> AsyncIterator[RequestOutput]:
         """Stream a request's outputs; leaving the iterator early aborts the request."""
-        if self.error is not None:
-            raise EngineDeadError(f"the engine stopped: {self.error}")
-        req = self.engine.process_request(request_id, prompt, params, kind)
-        stream: asyncio.Queue = asyncio.Queue()
-        self._streams[request_id] = (asyncio.get_running_loop(), stream)
+        async for out in self.stream(self.process(request_id, prompt, params, kind)):
+            yield out
+
+    async def stream(self, req: ProcessedRequest) -> AsyncIterator[RequestOutput]:
+        request_id = req.request_id
+        queue_: asyncio.Queue = asyncio.Queue()
+        self._streams[request_id] = (asyncio.get_running_loop(), queue_)
         self._send(("add", req))
         finished = False
         try:
             while not finished:
-                item = await stream.get()
+                item = await queue_.get()
                 if isinstance(item, BaseException):
                     raise item
                 finished = item.finished
@@ -64,6 +74,22 @@ class AsyncLLM:
 
     async def abort(self, request_id: str) -> None:
         self._send(("abort", request_id))
+
+    def is_running(self, request_id: str) -> bool:
+        return request_id in self._streams
+
+    async def reset_prefix_cache(self) -> bool:
+        return await self._call(self.engine.reset_prefix_cache)
+
+    def stats(self):
+        """Counters read from another thread: each value is current, the set may be a step apart."""
+        return self.engine.stats()
+
+    async def _call(self, fn):
+        """Run fn on the engine thread, between steps, and await its result."""
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        self._send(("call", (fn, future)))
+        return await asyncio.wrap_future(future)
 
     def shutdown(self) -> None:
         self._stopped = True
@@ -99,6 +125,9 @@ class AsyncLLM:
                 return
             if op == "add":
                 self._add(arg)
+            elif op == "call":
+                fn, future = arg
+                future.set_result(fn())
             else:
                 self._deliver(self.engine.abort_request([arg]))
 

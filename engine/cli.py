@@ -96,7 +96,13 @@ def _print_outputs(prompts: list[str], outputs, as_json: bool) -> None:
 
 
 def serve_main(argv: list[str]) -> int:
-    EngineArgs.from_argv(argv, prog="dyno serve")
-    print("dyno serve: error: the OpenAI-compatible server is not built yet (it is the server "
-          "issue); use `dyno generate` or the Python API `engine.LLM` meanwhile", file=sys.stderr)
-    return 2
+    args = EngineArgs.from_argv(argv, prog="dyno serve")
+    configure_logging(args.log_format)
+    try:
+        from engine.server.serve import serve
+
+        serve(args)
+    except (ModelSourceError, ValueError, OSError) as e:
+        print(f"dyno serve: error: {e}", file=sys.stderr)
+        return 2
+    return 0

@@ -32,6 +32,7 @@ class _Child:
     num_sent_tokens: int = 0
     num_sent_chars: int = 0
     num_sent_logprobs: int = 0
+    is_finish_sent: bool = False
 
 
 @dataclass
@@ -93,6 +94,8 @@ class OutputProcessor:
                 stopped.append(co.req_id)
             if co.new_token_ids and parent.metrics.first_token_time is None:
                 parent.metrics.first_token_time = now
+            if parent.metrics.first_scheduled_time is None:
+                parent.metrics.first_scheduled_time = co.first_scheduled_time
             touched[parent.request_id] = parent
         outputs = [out for p in touched.values() if (out := self._make_output(p, now)) is not None]
         return outputs, stopped
@@ -173,11 +176,13 @@ class OutputProcessor:
         # Streaming holds back text that could still turn out to be the start of a stop string.
         hold = 0 if comp.finish_reason else max((len(s) - 1 for s in parent.params.stop_strings), default=0)
         text_end = max(child.num_sent_chars, len(comp.text) - hold)
+        finish = None if child.is_finish_sent else comp.finish_reason  # report an end once
+        child.is_finish_sent |= finish is not None
         delta = CompletionOutput(
             comp.index, comp.text[child.num_sent_chars:text_end], comp.token_ids[child.num_sent_tokens:],
             comp.cumulative_logprob,
             comp.logprobs[child.num_sent_logprobs:] if comp.logprobs is not None else None,
-            comp.finish_reason, comp.stop_reason)
+            finish, comp.stop_reason if finish else None)
         child.num_sent_chars, child.num_sent_tokens = text_end, len(comp.token_ids)
         child.num_sent_logprobs = len(comp.logprobs or [])
         return delta

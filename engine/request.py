@@ -37,6 +37,7 @@ class Request:
         self.status = RequestStatus.WAITING
         self.stop_reason: int | str | None = None
         self.num_preemptions = 0
+        self.first_scheduled_time: float | None = None
 
     @property
     def num_prompt_tokens(self) -> int:

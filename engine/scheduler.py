@@ -120,6 +120,7 @@ class Scheduler:
             request.num_computed_tokens = num_hit
             if request.status == RequestStatus.WAITING:
                 request.num_cached_tokens = num_hit
+                request.first_scheduled_time = time.monotonic()
             request.status = RequestStatus.RUNNING
             self.running.append(request)
             self._record(request, num_new, blocks, num_scheduled, new_reqs, [])
@@ -179,7 +180,8 @@ class Scheduler:
                 req_id, new_tokens, request.status.value if request.is_finished else None,
                 request.stop_reason, lps[:len(new_tokens)] if lps is not None else None,
                 prompt_lps, request.num_cached_tokens,
-                request.num_prompt_tokens if request.num_output_tokens == len(new_tokens) else 0))
+                request.num_prompt_tokens if request.num_output_tokens == len(new_tokens) else 0,
+                request.first_scheduled_time))
             if request.is_finished:
                 self.running.remove(request)
                 self._free(request)

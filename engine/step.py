@@ -65,3 +65,4 @@ class EngineCoreOutput:
     new_prompt_logprobs: list[TokenLogprobs] | None = None
     num_cached_tokens: int = 0
     num_prompt_tokens: int = 0  # set on a request's first output only, for the prompt counter
+    first_scheduled_time: float | None = None
