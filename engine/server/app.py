@@ -98,12 +98,15 @@ def _add_info_routes(app: FastAPI, ctx: ServerContext) -> None:
         return ModelList(data=[ModelCard(id=n, root=root, max_model_len=ctx.info.max_model_len)
                                for n in ctx.served_names])
 
+    def tokenizer_for(model: str | None):
+        ctx.check_model(model)
+        if ctx.engine.tokenizer is None:
+            raise ApiError(400, "the server runs with --skip-tokenizer-init: it has no tokenizer")
+        return ctx.engine.tokenizer
+
     @app.post("/tokenize")
     async def tokenize(req: TokenizeRequest) -> TokenizeResponse:
-        ctx.check_model(req.model)
-        tokenizer = ctx.engine.tokenizer
-        if tokenizer is None:
-            raise ApiError(400, "the server runs with --skip-tokenizer-init: it has no tokenizer")
+        tokenizer = tokenizer_for(req.model)
         if (req.prompt is None) == (req.messages is None):
             raise ApiError(400, "give exactly one of prompt or messages")
         if req.messages is not None:
@@ -114,10 +117,7 @@ def _add_info_routes(app: FastAPI, ctx: ServerContext) -> None:
 
     @app.post("/detokenize")
     async def detokenize(req: DetokenizeRequest) -> DetokenizeResponse:
-        ctx.check_model(req.model)
-        tokenizer = ctx.engine.tokenizer
-        if tokenizer is None:
-            raise ApiError(400, "the server runs with --skip-tokenizer-init: it has no tokenizer")
+        tokenizer = tokenizer_for(req.model)
         bad = [t for t in req.tokens if not 0 <= t < ctx.info.vocab_size]
         if bad:
             raise ApiError(400, f"token id {bad[0]} is outside the vocabulary", "tokens")
