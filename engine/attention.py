@@ -6,6 +6,7 @@ batched call over their gathered contexts; each prefill chunk is one call over i
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import torch
@@ -28,6 +29,14 @@ class AttentionMetadata:
     decode_block_table: torch.Tensor | None  # [num_decodes, max_blocks], padded with block 0
     decode_mask: torch.Tensor | None  # [num_decodes, 1, 1, max_blocks * block_size] bool, True = attend
     prefills: list[PrefillSpan]
+
+    def to(self, device: torch.device) -> "AttentionMetadata":
+        """A copy on `device` (the runner builds metadata on the CPU)."""
+        def move(t):
+            return None if t is None else t.to(device, non_blocking=True)
+        spans = [PrefillSpan(s.start, s.end, move(s.kv_slots), move(s.mask)) for s in self.prefills]
+        return AttentionMetadata(move(self.slot_mapping), self.num_decodes,
+                                 move(self.decode_block_table), move(self.decode_mask), spans)
 
 
 @dataclass(slots=True)
@@ -108,3 +117,22 @@ class TorchAttention:
             v.transpose(0, 1).unsqueeze(0), attn_mask=span.mask, is_causal=span.mask is None,
             scale=self.scale, enable_gqa=True)  # [1, heads, q_len, dim]
         return out[0].transpose(0, 1)
+
+
+_BACKENDS = ("auto", "torch", "triton")
+
+
+def make_attention(num_heads: int, num_kv_heads: int, head_dim: int, scale: float,
+                   sliding_window: int | None = None):
+    """The attention backend for the device the model is built on (torch's default device):
+    Triton on CUDA, torch on the CPU; DYNO_ATTENTION_BACKEND=torch|triton overrides."""
+    name = os.environ.get("DYNO_ATTENTION_BACKEND", "auto")
+    if name not in _BACKENDS:
+        raise ValueError(f"DYNO_ATTENTION_BACKEND={name!r} is not one of {', '.join(_BACKENDS)}")
+    if name == "auto":
+        name = "triton" if torch.get_default_device().type == "cuda" else "torch"
+    if name == "torch":
+        return TorchAttention(num_heads, num_kv_heads, head_dim, scale)
+    from engine.triton_attention import TritonAttention  # imports triton: only on this path
+
+    return TritonAttention(num_heads, num_kv_heads, head_dim, scale, sliding_window)

@@ -16,11 +16,18 @@ _DTYPES = {"half": torch.float16, "float16": torch.float16, "bfloat16": torch.bf
 
 
 def resolve_device(name: str) -> torch.device:
-    # The GPU path (Triton attention) is built by the kernels issue; until then only the CPU runs.
-    if name == "cuda":
-        raise ValueError("--device cuda is not built yet (the Triton kernels issue adds it): "
-                         "use --device cpu")
-    return torch.device("cpu")
+    """'auto' stays on the CPU; 'cuda' needs a CUDA device and Triton (its attention backend)."""
+    if name != "cuda":
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise ValueError("--device cuda: torch sees no CUDA device (a CPU-only torch build, or no "
+                         "GPU): install a CUDA torch or use --device cpu")
+    try:
+        import triton  # noqa: F401  the GPU path's attention kernels
+    except Exception as e:  # ImportError, or a broken install
+        raise ValueError(f"--device cuda needs Triton, which failed to import ({e}): "
+                         "pip install 'llm-dyno[gpu]' or use --device cpu") from None
+    return torch.device("cuda")
 
 
 def resolve_dtype(name: str, hf_config, device: torch.device) -> torch.dtype:

@@ -42,6 +42,7 @@ class ModelRunner:
     def __init__(self, model, kv_caches: list[KVCacheLayer], block_size: int,
                  eos_token_id: int | None, seed: int) -> None:
         self.model = model
+        self.device = next(model.parameters()).device
         self.kv_caches = kv_caches
         self.block_size = block_size
         self.eos_token_id = eos_token_id
@@ -93,7 +94,7 @@ class ModelRunner:
         """Decodes read whole blocks, masked past each context's end. A masked slot still
         multiplies its value by a zero weight, and stale memory there may hold NaN (NaN * 0 is
         NaN), so blocks start zeroed."""
-        ids = torch.tensor(block_ids)
+        ids = torch.tensor(block_ids, device=self.device)
         for cache in self.kv_caches:
             raw = cache.kv.view(torch.uint8) if cache.is_fp8 else cache.kv
             raw.view(2, -1, self.block_size, *raw.shape[2:]).index_fill_(1, ids, 0)
@@ -127,8 +128,10 @@ class ModelRunner:
             if s.num_computed_tokens + n == len(s.token_ids):
                 samplers.append(s)
                 rows.append(start + n - 1)
-        return _Batch(torch.tensor(ids, dtype=torch.long), positions, meta, order, starts,
-                      rows, samplers)
+        if self.device.type != "cpu":
+            positions, meta = positions.to(self.device), meta.to(self.device)
+        return _Batch(torch.tensor(ids, dtype=torch.long, device=self.device), positions, meta,
+                      order, starts, rows, samplers)
 
     def _slots(self, block_table: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         bs = self.block_size
@@ -170,7 +173,7 @@ class ModelRunner:
     # -- sampling -----------------------------------------------------------------------------
 
     def _sample(self, hidden: torch.Tensor, batch: _Batch, out: ModelRunnerOutput) -> None:
-        logits = self.model.compute_logits(hidden[batch.sample_rows]).float()  # [rows, vocab]
+        logits = self.model.compute_logits(hidden[batch.sample_rows]).float().cpu()  # [rows, vocab]
         tokens, logprobs = self.sampler(logits, self._sampling_batch(batch.samplers))
         for state, token, lps in zip(batch.samplers, tokens.tolist(), logprobs):
             state.token_ids.append(token)
@@ -226,7 +229,7 @@ class ModelRunner:
             entries: list[TokenLogprobs] = []
             if end > first:
                 rows = hidden[start + first - c:start + end - c]
-                logits = self.model.compute_logits(rows).float()
+                logits = self.model.compute_logits(rows).float().cpu()
                 targets = torch.tensor(state.token_ids[first + 1:end + 1])
                 entries = top_logprobs(logits.log_softmax(-1), targets, [k] * (end - first))
                 self._num_prompt_logprobs_sent[state.req_id] = end

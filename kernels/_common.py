@@ -1,8 +1,6 @@
-"""Small launcher helpers shared by the kernel modules (torch only)."""
+"""Helpers shared by the kernel modules: launcher checks and sizes, and one jit matmul."""
 
 from __future__ import annotations
-
-import os
 
 import torch
 import triton
@@ -10,8 +8,15 @@ import triton.language as tl
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)
+# Whether triton.jit made interpreter functions: decided once, when the kernel modules import.
+INTERPRETED = bool(triton.knobs.runtime.interpret)
 # A window wider than any context: the kernels take one integer, never a branch on "no window".
 NO_WINDOW = 1 << 30
+
+
+def interpreted() -> bool:
+    """True when the kernels run in Triton's interpreter (TRITON_INTERPRET=1 before import)."""
+    return INTERPRETED
 
 
 def next_pow2(n: int, at_least: int = 1) -> int:
@@ -21,7 +26,7 @@ def next_pow2(n: int, at_least: int = 1) -> int:
 def dot_mode(dtype: torch.dtype) -> dict:
     """Constexprs for `mm`: fp32 inputs multiply in full fp32 ("ieee"), not TF32. Triton's
     interpreter multiplies bf16 tiles wrongly, so there they are upcast to fp32 first."""
-    upcast = dtype == torch.bfloat16 and os.environ.get("TRITON_INTERPRET") == "1"
+    upcast = dtype == torch.bfloat16 and INTERPRETED
     return dict(PRECISION="ieee" if dtype == torch.float32 or upcast else "tf32", UPCAST=upcast)
 
 

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from engine.attention import AttentionMetadata, KVCacheLayer, TorchAttention
+from engine.attention import AttentionMetadata, KVCacheLayer, make_attention
 from engine.models.rope import RotaryEmbedding
 
 
@@ -72,7 +72,8 @@ class Attention(nn.Module):
         self.num_heads, self.num_kv_heads, self.head_dim = a.num_heads, a.num_kv_heads, a.head_dim
         self.qkv_proj = nn.Linear(a.hidden_size, self.q_size + 2 * self.kv_size, bias=a.attention_bias)
         self.o_proj = nn.Linear(self.q_size, a.hidden_size, bias=False)
-        self.attn = TorchAttention(a.num_heads, a.num_kv_heads, a.head_dim, a.head_dim ** -0.5)
+        self.attn = make_attention(a.num_heads, a.num_kv_heads, a.head_dim, a.head_dim ** -0.5,
+                                   a.sliding_window)
 
     def forward(self, x, cos_sin, cache: KVCacheLayer, meta: AttentionMetadata) -> torch.Tensor:
         n = x.shape[0]

@@ -28,7 +28,7 @@ class RotaryEmbedding:
         self.inv_freq = inv_freq.float()  # [head_dim // 2]
 
     def cos_sin(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        freqs = positions.float()[:, None] * self.inv_freq[None, :]
+        freqs = positions.float()[:, None] * self.inv_freq.to(positions.device)[None, :]
         emb = torch.cat((freqs, freqs), dim=-1)  # [num_tokens, head_dim]
         cos = (emb.cos() * self.scaling).to(dtype)[:, None, :]
         sin = (emb.sin() * self.scaling).to(dtype)[:, None, :]
