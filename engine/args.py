@@ -29,11 +29,11 @@ from typing import Any, Callable
 WORKS, ACCEPTED, REFUSED, SERVER = "works", "accepted", "refused", "server"
 
 # The server issue flips this one switch to make every "server" flag work.
-SERVER_BUILT = False
+SERVER_BUILT = True
 
 # (group, one-line description), in the order --help and docs/flags.md show them.
 GROUPS: tuple[tuple[str, str], ...] = (
-    ("server", "HTTP server (refused until dyno's OpenAI server is built)"),
+    ("server", "the HTTP server of `dyno serve`, OpenAI-compatible"),
     ("model", "which model to load and how"),
     ("tokenizer", "which tokenizer to load and how"),
     ("lora", "LoRA adapters (not built yet)"),
@@ -327,8 +327,11 @@ class EngineArgs:
                                      help="Do not log periodic throughput and cache statistics.")
     log_format: str = field_("text", group="logging", choices=("text", "json"),
                              help="Log lines as text, or as one JSON object each for machines.")
-    trace_log_directory: str | None = field_(None, group="logging", status=REFUSED,
-                                             help="Directory for execution traces.")
+    trace_log_directory: str | None = field_(
+        None, group="logging", status=SERVER,
+        help="Directory (created) where the server writes one JSON line per finished request: "
+             "request id, arrival, scheduled, first-token and finish times, token counts, "
+             "finish reason.")
     # -- speculative -------------------------------------------------------------------
     speculative_model: str | None = field_(None, group="speculative", status=REFUSED,
                                            help="Draft model for speculative decoding.")

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import signal
 
 import uvicorn
 
 from engine.args import EngineArgs
 from engine.async_llm import AsyncLLM
 from engine.server.app import build_app
+from engine.server.middleware import check_middleware
 from engine.server.tls import uvicorn_ssl_kwargs
 
 logger = logging.getLogger(__name__)
@@ -17,15 +19,28 @@ logger = logging.getLogger(__name__)
 GRACEFUL_SHUTDOWN_S = 10
 
 
+class _Server(uvicorn.Server):
+    """uvicorn re-raises a SIGTERM it caught once its graceful shutdown is done, so the process
+    would die by the signal (exit -15); for dyno SIGTERM is the normal way to stop: exit 0."""
+
+    def handle_exit(self, sig, frame) -> None:
+        super().handle_exit(sig, frame)
+        captured = getattr(self, "_captured_signals", None)
+        if sig == signal.SIGTERM and captured and captured[-1] == sig:
+            captured.pop()
+
+
 def serve(args: EngineArgs) -> None:
+    # Flag mistakes that need no model are reported before the model loads.
+    check_middleware(args)
+    ssl_kwargs = uvicorn_ssl_kwargs(args)
     engine = AsyncLLM(args)
     try:
         app = build_app(args, engine)
         config = uvicorn.Config(app, host=args.host or "0.0.0.0", port=args.port,
                                 log_level=args.uvicorn_log_level, log_config=None,
-                                timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
-                                **uvicorn_ssl_kwargs(args))
-        server = uvicorn.Server(config)
+                                timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S, **ssl_kwargs)
+        server = _Server(config)
         logger.info("serving %s on %s:%d", engine.engine.info.model_name, args.host or "0.0.0.0", args.port)
         server.run()
     finally:

@@ -152,16 +152,17 @@ def test_statuses():
     assert all(status[n] == WORKS for n in MUST_WORK)
     assert all(status[n] == ACCEPTED for n in MUST_BE_ACCEPTED)
     assert all(status[f.name] == REFUSED for f in FLAGS if f.group in
-               ("server", "lora", "images", "speculative"))
-    # Used only by the HTTP server, so refused with the server flags until it exists.
-    assert status["served_model_name"] == status["response_role"] == REFUSED
+               ("lora", "images", "speculative"))
+    # The HTTP server exists: its flags, and those only it uses, work.
+    assert all(status[f.name] == WORKS for f in FLAGS if f.group == "server")
+    assert status["served_model_name"] == status["response_role"] == WORKS
+    assert status["trace_log_directory"] == WORKS
     assert {n for n, s in status.items() if s == REFUSED} & {
         "tensor_parallel_size", "pipeline_parallel_size", "ray_workers_use_nsight",
-        "cpu_offload_gb", "quantization", "trace_log_directory", "num_lookahead_slots",
+        "cpu_offload_gb", "quantization", "num_lookahead_slots",
         "tokenizer_pool_size"} == {"tensor_parallel_size", "pipeline_parallel_size",
                                    "ray_workers_use_nsight", "cpu_offload_gb", "quantization",
-                                   "trace_log_directory", "num_lookahead_slots",
-                                   "tokenizer_pool_size"}
+                                   "num_lookahead_slots", "tokenizer_pool_size"}
 
 
 # -- parsing ---------------------------------------------------------------------------------
@@ -280,7 +281,6 @@ def test_cli_errors_exit_2(capsys, argv, message):
     (["--tensor-parallel-size", "2"],
      "--tensor-parallel-size 2 is not supported by dyno yet (refused); remove it"),
     (["--enable-lora"], "--enable-lora is not supported by dyno yet (refused); remove it"),
-    (["--port", "9000"], "--port 9000 is not supported by dyno yet (refused); remove it"),
     (["--quantization", "awq"], "--quantization awq is not supported by dyno yet (refused); "
                                 "remove it"),
     (["--num-lookahead-slots", "1"],
@@ -303,8 +303,8 @@ def test_every_refused_flag_is_refused_off_default():
 
 
 def test_refused_at_default_is_fine():
-    args = EngineArgs.from_argv(["--port", "8000", "--tensor-parallel-size", "1"])
-    assert args.port == 8000
+    args = EngineArgs.from_argv(["--port", "9000", "--tensor-parallel-size", "1"])
+    assert (args.port, args.tensor_parallel_size) == (9000, 1)
 
 
 # -- docs ------------------------------------------------------------------------------------
