@@ -38,7 +38,7 @@ def make_context(args: EngineArgs, engine: AsyncLLM) -> ServerContext:
     return ServerContext(engine=engine, info=info, served_names=names, max_logprobs=args.max_logprobs,
                          chat_template=load_chat_template(args.chat_template),
                          response_role=args.response_role,
-                         metrics=ServerMetrics(names[0], engine.stats),
+                         metrics=ServerMetrics(names[0], engine.stats, max_model_len=info.max_model_len),
                          request_logger=RequestLogger(args), trace_log=TraceLog(args.trace_log_directory))
 
 

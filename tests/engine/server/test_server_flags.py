@@ -247,6 +247,10 @@ def test_metrics_count_requests(api):
                  "vllm:gpu_prefix_cache_queries_total", "vllm:gpu_prefix_cache_hits_total"):
         assert name in after
     assert "model_name=\"dyno-a\"" in api.get("/metrics").text  # labelled with the first served name
+    # vLLM's buckets: token counts 1-2-5 up to --max-model-len, latencies as vLLM has them
+    buckets = {k for k in after if k.startswith("vllm:request_prompt_tokens_bucket")}
+    assert {float(k.split("le=")[1].rstrip("}")) for k in buckets} == {1, 2, 5, 10, 20, 50, 100, 200, 500, float("inf")}
+    assert "vllm:time_to_first_token_seconds_bucket{le=2560.0}" in after
 
 
 def test_metrics_prefix_cache_hits(api):
