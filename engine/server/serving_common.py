@@ -54,8 +54,13 @@ class ServerContext:
         return rid
 
 
+MAX_N = 128  # OpenAI's own bound; a larger n would only queue work nobody can read
+
+
 def sampling_params(req: SamplingFields, *, max_tokens: int, logprobs: int | None,
                     prompt_logprobs: int | None) -> SamplingParams:
+    if req.n > MAX_N:
+        raise ApiError(400, f"n must be at most {MAX_N}, got {req.n}", "n")
     bias = None
     if req.logit_bias:
         try:

@@ -1,15 +1,10 @@
-"""Kernel tests run in Triton's interpreter when there is no CUDA; it must be chosen before
-triton is first imported, so this runs at collection, ahead of every kernels import."""
+"""Kernel tests: tolerances and the CUDA-only skip. (tests/conftest.py picks Triton's
+interpreter when there is no CUDA, before anything imports a kernel.)"""
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
-
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 

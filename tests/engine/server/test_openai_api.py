@@ -144,6 +144,7 @@ def test_models_tokenize_detokenize_health_version(server):
     ({"max_tokens": 3}, 400, "prompt"),
     ({"prompt": "hi", "logprobs": 50}, 400, "logprobs must be between 0 and 20"),
     ({"prompt": [1, 99999999]}, 400, "outside the vocabulary"),
+    ({"prompt": "hi", "n": 100000}, 400, "n must be at most 128"),
 ])
 def test_bad_requests_get_openai_errors(server, body, status, message):
     resp = httpx.post(server + "/v1/completions", json=body)

@@ -1,0 +1,12 @@
+"""Session-wide set-up, loaded before any test module imports the project."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+# Without CUDA, Triton kernels run in Triton's interpreter. Triton reads this when a kernel is
+# first defined, so it must be set before any test (engine or kernels) imports one.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
