@@ -11,6 +11,9 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "serve": ("engine.cli", "serve_main", "run the OpenAI-compatible server"),
     "generate": ("engine.cli", "generate_main", "offline batch generation"),
     "bench": ("loadgen.cli", "main", "load an OpenAI-compatible endpoint and measure it"),
+    "tune": ("tuner.cli", "tune_main", "Optuna study over server flags, each trial a real server"),
+    "export": ("tuner.cli", "export_main", "a tuned config as a command, YAML, JSON, env, k8s, Helm"),
+    "plan": ("tuner.cli", "plan_main", "replicas and cost for a target load within SLOs"),
 }
 
 
