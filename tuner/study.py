@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.storages import RDBStorage, RetryFailedTrialCallback
+import warnings
+
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.study import MaxTrialsCallback
 from optuna.trial import FrozenTrial, TrialState
 
@@ -66,8 +68,10 @@ def open_storage(url: str) -> str | optuna.storages.BaseStorage:
     if "://" in url:
         # Heartbeats let a resumed study (or another worker) fail trials left RUNNING by a
         # killed process, and retry them once.
-        return RDBStorage(url, heartbeat_interval=30, grace_period=120,
-                          failed_trial_callback=RetryFailedTrialCallback(max_retry=1))
+        with warnings.catch_warnings():  # heartbeats are marked experimental in Optuna
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return RDBStorage(url, heartbeat_interval=30, grace_period=120,
+                              heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1))
     return RDBStorage(f"sqlite:///{url}")
 
 
