@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import shlex
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -76,17 +77,11 @@ def open_storage(url: str) -> str | optuna.storages.BaseStorage:
 
 
 def make_sampler(objective: Objective, seed: int | None) -> optuna.samplers.BaseSampler:
-    constraints = constraints_func if objective.slos else None
+    # SLOs reach the samplers through trial.set_constraint (Optuna 5's constraints API).
     if objective.is_multi:
-        return optuna.samplers.NSGAIISampler(seed=seed, constraints_func=constraints,
-                                             population_size=8)
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=8)
     # Few launches matter: TPE starts modelling after a handful of random trials.
-    return optuna.samplers.TPESampler(seed=seed, constraints_func=constraints, n_startup_trials=4,
-                                      multivariate=True)
-
-
-def constraints_func(trial: FrozenTrial) -> list[float]:
-    return trial.user_attrs.get("constraints", [])
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=4, multivariate=True)
 
 
 def open_study(cfg: StudyConfig) -> optuna.Study:
@@ -141,13 +136,17 @@ class TrialObjective:
             trial.set_user_attr("failure_reason", e.reason)
             trial.set_user_attr("log_tail", e.log_tail)
             raise
+        trial.set_user_attr("launch", shlex.join(result.command))
         summary = mean_summary(result)
         trial.set_user_attr("summary", summary)
         trial.set_user_attr("spread", {m.key: result.spread(m.key) for m in cfg.objective.metrics})
         trial.set_user_attr("startup_s", result.startup_s)
         trial.set_user_attr("peak_rss_mb", result.peak_rss_mb)
         trial.set_user_attr("result_dirs", result.result_dirs)
-        trial.set_user_attr("constraints", cfg.objective.constraints(summary))
+        constraints = cfg.objective.constraints(summary)
+        trial.set_user_attr("constraints", constraints)
+        for slo, value in zip(cfg.objective.slos, constraints):
+            trial.set_constraint(str(slo), value)  # <= 0: the SLO holds
         values = cfg.objective.values(summary)
         return values if cfg.objective.is_multi else values[0]
 

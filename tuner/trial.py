@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 HOST = "127.0.0.1"
 LOG_TAIL_LINES = 40
+TRIAL_ENV = "DYNO_TUNE_TRIAL"  # set in each server's environment: names the trial that owns it
 
 
 class TrialFailed(RuntimeError):
@@ -96,8 +97,9 @@ def peak_rss_mb(pid: int) -> float:
 class ServerProcess:
     """A server subprocess in its own process group, so stopping it stops all its children."""
 
-    def __init__(self, command: list[str], log_path: Path, health_url: str) -> None:
+    def __init__(self, command: list[str], log_path: Path, health_url: str, tag: str = "") -> None:
         self.command = command
+        self.tag = tag
         self.log_path = log_path
         self.health_url = health_url
         self.proc: subprocess.Popen | None = None
@@ -107,7 +109,8 @@ class ServerProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "wb") as out:
             self.proc = subprocess.Popen(self.command, stdout=out, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, start_new_session=True)
+                                         stdin=subprocess.DEVNULL, start_new_session=True,
+                                         env={**os.environ, TRIAL_ENV: self.tag})
 
     def wait_ready(self, timeout_s: float) -> float:
         """Seconds until /health answered 200; TrialFailed if the server exits or times out."""
@@ -183,7 +186,8 @@ def run_trial(cfg: TrialConfig, on_repeat: Callable[[int, dict[str, Any]], None]
     port = free_port()
     command = cfg.engine.command(cfg.flags, HOST, port)
     base_url = f"http://{HOST}:{port}"
-    server = ServerProcess(command, cfg.workdir / "server.log", base_url + cfg.engine.health_path)
+    server = ServerProcess(command, cfg.workdir / "server.log", base_url + cfg.engine.health_path,
+                           tag=str(cfg.workdir))
     server.stop_timeout_s = cfg.stop_timeout_s
     summaries, dirs = [], []
     with server:

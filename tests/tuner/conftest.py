@@ -1,0 +1,44 @@
+"""Factories for tuner tests: a hand-made study (no server) in a temporary SQLite file."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+import pytest
+from optuna.distributions import IntDistribution
+from optuna.trial import TrialState, create_trial
+
+from tuner.study import STUDY_ATTR
+
+
+def make_summary(completed: int, goodput: float, output_tokens: int, throughput: float = 0.0) -> dict[str, Any]:
+    return {"completed": completed, "request_goodput": goodput, "request_throughput": goodput,
+            "total_output_tokens": output_tokens, "output_throughput": throughput}
+
+
+def add_trial(study: optuna.Study, value: float, summary: dict | None, flags: dict,
+              state: TrialState = TrialState.COMPLETE, **attrs: Any) -> None:
+    params = {k: v for k, v in flags.items() if k == "max_num_seqs"}
+    study.add_trial(create_trial(
+        state=state, value=value if state == TrialState.COMPLETE else None, params=params,
+        distributions={"max_num_seqs": IntDistribution(1, 256)} if params else {},
+        user_attrs={"flags": flags, **({"summary": summary} if summary else {}), **attrs}))
+
+
+@pytest.fixture
+def storage(tmp_path) -> str:
+    return f"sqlite:///{tmp_path / 'study.db'}"
+
+
+@pytest.fixture
+def hand_study(storage: str) -> optuna.Study:
+    """Three trials: baseline 2 req/s, trial 1 5 req/s (the best), trial 2 failed."""
+    study = optuna.create_study(storage=storage, study_name="hand", direction="maximize")
+    study.set_user_attr(STUDY_ATTR, {"objective": {"metrics": ["output_throughput:max"], "slos": []}})
+    add_trial(study, 100.0, make_summary(40, 2.0, 4000, 100.0), {"max_model_len": 512}, baseline=True)
+    add_trial(study, 250.0, make_summary(50, 5.0, 5000, 250.0),
+              {"max_model_len": 512, "max_num_seqs": 32, "enable_prefix_caching": True})
+    add_trial(study, 0.0, None, {"max_model_len": 512, "max_num_seqs": 64}, state=TrialState.FAIL,
+              failure_reason="server exited with code 2 before it was ready")
+    return study
