@@ -23,7 +23,7 @@ from rich.table import Table
 from engine.args import ArgsError, EngineArgs, make_parser as serve_parser
 from loadgen import BenchConfig, LoadPoint
 from loadgen.cli import _add_workload, dataset_config, parse_slo, positive_rate
-from tuner.engines import ENGINES, make_engine
+from tuner.engines import ENGINES, DynoEngine, make_engine
 from tuner.objectives import PRESETS, make_objective
 from tuner.space import SpaceError, default_space, load_space
 from tuner.study import (FINISHED, StudyConfig, baseline_trial, best_trial, eta_s, load_study,
@@ -176,7 +176,7 @@ def trials_table(study: optuna.Study, key_names: list[str]) -> Table:
         values = [f"{v:.4g}" for v in t.values] if t.values else ["-"] * len(key_names)
         ratio = (f"{t.values[0] / base.values[0]:.2f}x" if t.values and base and base.values[0] else "-")
         note = t.user_attrs.get("failure_reason") or " ".join(
-            f"{k}={v}" for k, v in t.params.items()) or "server defaults"
+            f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in t.params.items()) or "server defaults"
         if t.user_attrs.get("baseline"):
             note = "baseline: " + note
         table.add_row(str(t.number), t.state.name, *values, ratio,
@@ -209,10 +209,11 @@ def tune_main(argv: list[str]) -> int:
     except ValueError as e:
         console.print(f"[red]{e}[/]")
         return 1
-    console.print(f"best: trial {best.number}: {best.user_attrs.get('command', '')}", highlight=False,
+    where = f"--study-name {shlex.quote(cfg.study_name)} --storage {shlex.quote(cfg.storage)}"
+    command = DynoEngine(program=["dyno"]).shell(best.user_attrs["flags"])
+    console.print(f"best: trial {best.number}: {command}", highlight=False, soft_wrap=True)
+    console.print(f"next: dyno export {where} --format k8s    dyno plan {where} --rate 10", highlight=False,
                   soft_wrap=True)
-    console.print(f"export it: dyno export --study-name {shlex.quote(cfg.study_name)} --storage "
-                  f"{shlex.quote(cfg.storage)} --format dyno", highlight=False, soft_wrap=True)
     return 0
 
 

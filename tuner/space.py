@@ -233,7 +233,7 @@ def default_space(fixed: dict[str, Any] | None = None, cuda: bool | None = None)
         Param("block_size", "categorical", FLAG_BY_NAME["block_size"].choices),
         Param("max_num_batched_tokens", "int", (), budget_low, max(4 * budget_low, 8192), log=True),
         Param("max_num_seqs", "int", (), 4, 256, log=True),
-        Param("gpu_memory_utilization", "float", (), *mem),
+        Param("gpu_memory_utilization", "float", (), *mem, step=0.01),
         Param("enable_chunked_prefill", "categorical", (False, True)),
         Param("enable_prefix_caching", "categorical", (False, True)),
         Param("kv_cache_dtype", "categorical", kv),

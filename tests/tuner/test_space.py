@@ -17,7 +17,8 @@ def test_default_space_on_the_cpu_exact_ranges():
     assert (by["max_num_batched_tokens"].low, by["max_num_batched_tokens"].high) == (512, 8192)
     assert by["max_num_batched_tokens"].log and by["max_num_seqs"].log
     assert (by["max_num_seqs"].low, by["max_num_seqs"].high) == (4, 256)
-    assert (by["gpu_memory_utilization"].low, by["gpu_memory_utilization"].high) == (0.05, 0.3)
+    assert (by["gpu_memory_utilization"].low, by["gpu_memory_utilization"].high, by["gpu_memory_utilization"].step) \
+        == (0.05, 0.3, 0.01)
     assert (by["scheduler_delay_factor"].low, by["scheduler_delay_factor"].high, by["scheduler_delay_factor"].step) \
         == (0.0, 0.5, 0.05)
     assert space.fixed == {"max_model_len": 512}
