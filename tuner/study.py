@@ -11,7 +11,9 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import shlex
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -92,7 +94,7 @@ def open_study(cfg: StudyConfig) -> optuna.Study:
     study.set_user_attr(STUDY_ATTR, cfg.describe())
     if not any(t.user_attrs.get("baseline") for t in study.get_trials(deepcopy=False)):
         # The server's defaults run first, so every result is also a ratio to them.
-        study.enqueue_trial(cfg.space.baseline(), user_attrs={"baseline": True})
+        study.enqueue_trial(cfg.space.baseline(), user_attrs={"baseline": True}, skip_if_exists=True)
     return study
 
 
@@ -128,6 +130,8 @@ class TrialObjective:
         workdir = cfg.result_dir / cfg.study_name / f"trial-{trial.number}"
         trial.set_user_attr("flags", flags)
         trial.set_user_attr("workdir", str(workdir))
+        # Several machines may share a study: say which one ran this trial.
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         tc = TrialConfig(flags, cfg.bench, workdir, self.engine, cfg.repeats, cfg.startup_timeout_s)
         trial.set_user_attr("command", self.engine.shell(flags))
         try:
