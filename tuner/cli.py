@@ -26,8 +26,8 @@ from loadgen.cli import _add_workload, dataset_config, parse_slo, positive_rate
 from tuner.engines import ENGINES, DynoEngine, make_engine
 from tuner.objectives import PRESETS, make_objective
 from tuner.space import SpaceError, default_space, load_space
-from tuner.study import (FINISHED, StudyConfig, baseline_trial, best_trial, eta_s, load_study,
-                         open_study, run_study, trial_flags)
+from tuner.study import (FINISHED, Executor, LocalExecutor, StudyConfig, baseline_trial, best_trial,
+                         eta_s, load_study, open_study, run_study, trial_flags)
 from tuner.trial import HOST, bench_command
 
 DEFAULT_STORAGE = "sqlite:///dyno-tune.db"
@@ -61,6 +61,12 @@ def tune_parser() -> argparse.ArgumentParser:
     g.add_argument("--result-dir", default="tune-results", help="per-trial server logs and load files")
     g.add_argument("--startup-timeout", type=float, default=300.0)
     g.add_argument("--no-prune", action="store_true")
+    g.add_argument("--executor", choices=("local", "ray"), default="local",
+                   help="local: one trial after another here; ray: each trial a Ray task")
+    g.add_argument("--ray-address", help="Ray cluster address (default: start a local Ray instance)")
+    g.add_argument("--ray-cpus-per-trial", type=float, default=1.0, help="CPUs one server reserves")
+    g.add_argument("--ray-gpus-per-trial", type=float, default=0.0, help="GPUs one server reserves")
+    g.add_argument("--parallel", type=int, help="ray: trials at once (default: what the cluster fits)")
     g.add_argument("--dry-run", action="store_true", help="print the first trials' commands, run nothing")
     g.add_argument("--dry-run-trials", type=int, default=3)
     _add_workload(p)
@@ -184,6 +190,13 @@ def trials_table(study: optuna.Study, key_names: list[str]) -> Table:
     return table
 
 
+def make_executor(args: argparse.Namespace) -> Executor:
+    if args.executor == "ray":
+        from tuner.ray_executor import RayExecutor
+        return RayExecutor(args.ray_address, args.ray_cpus_per_trial, args.ray_gpus_per_trial, args.parallel)
+    return LocalExecutor()
+
+
 def tune_main(argv: list[str]) -> int:
     own, server_argv = split_server_flags(list(argv))
     args = tune_parser().parse_args(own)
@@ -202,7 +215,7 @@ def tune_main(argv: list[str]) -> int:
                   f"{', '.join(map(str, cfg.objective.metrics))}"
                   + (f" within {', '.join(map(str, cfg.objective.slos))}" if cfg.objective.slos else ""),
                   highlight=False)
-    study = run_study(cfg, Progress(cfg, console))
+    study = run_study(cfg, Progress(cfg, console), make_executor(args))
     console.print(trials_table(study, [str(m) for m in cfg.objective.metrics]))
     try:
         best = best_trial(study)

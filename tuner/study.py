@@ -15,6 +15,7 @@ import os
 import shlex
 import socket
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,21 +126,34 @@ class TrialObjective:
         self.engine = make_engine(cfg.engine)
 
     def __call__(self, trial: optuna.Trial) -> float | list[float]:
+        tc = self.prepare(trial)
+        try:
+            result = run_trial(tc, on_repeat=lambda i, s: self._report(trial, i, s))
+        except TrialFailed as e:
+            self.fail(trial, e)
+            raise
+        return self.record(trial, result)
+
+    def prepare(self, trial: optuna.Trial) -> TrialConfig:
+        """The trial's flags and where its files go, recorded on the trial before it runs."""
         cfg = self.cfg
         flags = trial_flags(cfg.space, trial)
         workdir = cfg.result_dir / cfg.study_name / f"trial-{trial.number}"
         trial.set_user_attr("flags", flags)
         trial.set_user_attr("workdir", str(workdir))
+        trial.set_user_attr("command", self.engine.shell(flags))
         # Several machines may share a study: say which one ran this trial.
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
-        tc = TrialConfig(flags, cfg.bench, workdir, self.engine, cfg.repeats, cfg.startup_timeout_s)
-        trial.set_user_attr("command", self.engine.shell(flags))
-        try:
-            result = run_trial(tc, on_repeat=lambda i, s: self._report(trial, i, s))
-        except TrialFailed as e:
-            trial.set_user_attr("failure_reason", e.reason)
-            trial.set_user_attr("log_tail", e.log_tail)
-            raise
+        return TrialConfig(flags, cfg.bench, workdir, self.engine, cfg.repeats, cfg.startup_timeout_s)
+
+    @staticmethod
+    def fail(trial: optuna.Trial, error: TrialFailed) -> None:
+        trial.set_user_attr("failure_reason", error.reason)
+        trial.set_user_attr("log_tail", error.log_tail)
+
+    def record(self, trial: optuna.Trial, result: TrialResult) -> float | list[float]:
+        """Store what was measured; the objective value(s) and SLO constraints from the mean summary."""
+        cfg = self.cfg
         trial.set_user_attr("launch", shlex.join(result.command))
         summary = mean_summary(result)
         trial.set_user_attr("summary", summary)
@@ -147,6 +161,7 @@ class TrialObjective:
         trial.set_user_attr("startup_s", result.startup_s)
         trial.set_user_attr("peak_rss_mb", result.peak_rss_mb)
         trial.set_user_attr("result_dirs", result.result_dirs)
+        trial.set_user_attr("ran", [result.started_at, result.ended_at])
         constraints = cfg.objective.constraints(summary)
         trial.set_user_attr("constraints", constraints)
         for slo, value in zip(cfg.objective.slos, constraints):
@@ -168,19 +183,35 @@ def finished(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=FINISHED))
 
 
-def run_study(cfg: StudyConfig, progress: Callable[[optuna.Study, FrozenTrial], None] | None = None
-              ) -> optuna.Study:
+def run_study(cfg: StudyConfig, progress: Callable[[optuna.Study, FrozenTrial], None] | None = None,
+              executor: Executor | None = None) -> optuna.Study:
     """Run until the study holds cfg.n_trials finished trials (a resumed study does the rest)."""
     study = open_study(cfg)
     remaining = cfg.n_trials - finished(study)
-    if remaining <= 0:
-        return study
-    callbacks: list = [MaxTrialsCallback(cfg.n_trials, states=FINISHED)]
-    if progress is not None:
-        callbacks.append(progress)
-    study.optimize(TrialObjective(cfg), n_trials=remaining, timeout=cfg.timeout_s,
-                   catch=(TrialFailed,), callbacks=callbacks, gc_after_trial=True)
+    if remaining > 0:
+        (executor or LocalExecutor()).run(study, TrialObjective(cfg), remaining, cfg, progress)
     return study
+
+
+class Executor(ABC):
+    """Where trials run."""
+
+    @abstractmethod
+    def run(self, study: optuna.Study, objective: TrialObjective, n_trials: int, cfg: StudyConfig,
+            progress: Callable[[optuna.Study, FrozenTrial], None] | None) -> None:
+        """Run n_trials more trials of the study."""
+
+
+class LocalExecutor(Executor):
+    """One trial after another on this machine: Optuna's own optimize loop."""
+
+    def run(self, study, objective, n_trials, cfg, progress) -> None:
+        # The total, not this run's count: workers sharing a study stop together.
+        callbacks: list = [MaxTrialsCallback(cfg.n_trials, states=FINISHED)]
+        if progress is not None:
+            callbacks.append(progress)
+        study.optimize(objective, n_trials=n_trials, timeout=cfg.timeout_s, catch=(TrialFailed,),
+                       callbacks=callbacks, gc_after_trial=True)
 
 
 def load_study(study_name: str, storage: str) -> optuna.Study:

@@ -59,6 +59,8 @@ class TrialResult:
     peak_rss_mb: float
     result_dirs: list[str]
     command: list[str]
+    started_at: float = 0.0  # epoch seconds: when the server was launched and when it was stopped
+    ended_at: float = 0.0
 
     def metric(self, key: str) -> float:
         """Mean over repeats."""
@@ -190,6 +192,7 @@ def run_trial(cfg: TrialConfig, on_repeat: Callable[[int, dict[str, Any]], None]
                            tag=str(cfg.workdir))
     server.stop_timeout_s = cfg.stop_timeout_s
     summaries, dirs = [], []
+    started = time.time()
     with server:
         startup = server.wait_ready(cfg.startup_timeout_s)
         for i in range(cfg.repeats):
@@ -210,7 +213,7 @@ def run_trial(cfg: TrialConfig, on_repeat: Callable[[int, dict[str, Any]], None]
             server.sample()
             if on_repeat is not None:
                 on_repeat(i, summary)
-    return TrialResult(summaries, startup, server.peak_rss_mb, dirs, command)
+    return TrialResult(summaries, startup, server.peak_rss_mb, dirs, command, started, time.time())
 
 
 def bench_command(bench: BenchConfig, base_url: str) -> str:
