@@ -122,16 +122,20 @@ class TorchAttention:
 _BACKENDS = ("auto", "torch", "triton")
 
 
-def make_attention(num_heads: int, num_kv_heads: int, head_dim: int, scale: float,
-                   sliding_window: int | None = None):
-    """The attention backend for the device the model is built on (torch's default device):
-    Triton on CUDA, torch on the CPU; DYNO_ATTENTION_BACKEND=torch|triton overrides."""
+def backend_name() -> str:
+    """torch or triton, for the device the model is built on (torch's default device): Triton on
+    CUDA, torch on the CPU; DYNO_ATTENTION_BACKEND=torch|triton overrides."""
     name = os.environ.get("DYNO_ATTENTION_BACKEND", "auto")
     if name not in _BACKENDS:
         raise ValueError(f"DYNO_ATTENTION_BACKEND={name!r} is not one of {', '.join(_BACKENDS)}")
     if name == "auto":
         name = "triton" if torch.get_default_device().type == "cuda" else "torch"
-    if name == "torch":
+    return name
+
+
+def make_attention(num_heads: int, num_kv_heads: int, head_dim: int, scale: float,
+                   sliding_window: int | None = None):
+    if backend_name() == "torch":
         return TorchAttention(num_heads, num_kv_heads, head_dim, scale)
     from engine.triton_attention import TritonAttention  # imports triton: only on this path
 

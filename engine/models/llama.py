@@ -11,9 +11,9 @@ from typing import Iterable
 
 import torch
 from torch import nn
-import torch.nn.functional as F
 
 from engine.attention import AttentionMetadata, KVCacheLayer, make_attention
+from engine.models.ops import make_ops
 from engine.models.rope import RotaryEmbedding
 
 
@@ -52,20 +52,22 @@ class LlamaArgs:
 
 
 class RMSNorm(nn.Module):
-    def __init__(self, dim: int, eps: float) -> None:
+    def __init__(self, dim: int, eps: float, ops) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.ones(dim))
         self.eps = eps
+        self.ops = ops
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Normalize in fp32 and cast back before the weight, exactly as transformers does.
-        h = x.float()
-        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * h.to(x.dtype)
+        return self.ops.rms_norm(x, self.weight, self.eps)
+
+    def add(self, x: torch.Tensor, residual: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(norm(x + residual), x + residual): one fused pass on the GPU path."""
+        return self.ops.add_rms_norm(x, residual, self.weight, self.eps)
 
 
 class Attention(nn.Module):
-    def __init__(self, a: LlamaArgs) -> None:
+    def __init__(self, a: LlamaArgs, ops) -> None:
         super().__init__()
         self.q_size = a.num_heads * a.head_dim
         self.kv_size = a.num_kv_heads * a.head_dim
@@ -74,6 +76,7 @@ class Attention(nn.Module):
         self.o_proj = nn.Linear(self.q_size, a.hidden_size, bias=False)
         self.attn = make_attention(a.num_heads, a.num_kv_heads, a.head_dim, a.head_dim ** -0.5,
                                    a.sliding_window)
+        self.ops = ops
 
     def forward(self, x, cos_sin, cache: KVCacheLayer, meta: AttentionMetadata) -> torch.Tensor:
         n = x.shape[0]
@@ -81,41 +84,48 @@ class Attention(nn.Module):
         q = q.view(n, self.num_heads, self.head_dim)  # [num_tokens, num_heads, head_dim]
         k = k.view(n, self.num_kv_heads, self.head_dim)
         v = v.view(n, self.num_kv_heads, self.head_dim)
-        q, k = RotaryEmbedding.apply(q, k, *cos_sin)
+        q, k = self.ops.rotary(q, k, *cos_sin)
         return self.o_proj(self.attn.forward(q, k, v, cache, meta))
 
 
 class MLP(nn.Module):
-    def __init__(self, a: LlamaArgs) -> None:
+    def __init__(self, a: LlamaArgs, ops) -> None:
         super().__init__()
         self.gate_up_proj = nn.Linear(a.hidden_size, 2 * a.intermediate_size, bias=a.mlp_bias)
         self.down_proj = nn.Linear(a.intermediate_size, a.hidden_size, bias=a.mlp_bias)
+        self.ops = ops
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
-        return self.down_proj(F.silu(gate) * up)
+        return self.down_proj(self.ops.silu_and_mul(self.gate_up_proj(x)))
 
 
 class DecoderLayer(nn.Module):
-    def __init__(self, a: LlamaArgs) -> None:
+    def __init__(self, a: LlamaArgs, ops) -> None:
         super().__init__()
-        self.input_layernorm = RMSNorm(a.hidden_size, a.rms_norm_eps)
-        self.self_attn = Attention(a)
-        self.post_attention_layernorm = RMSNorm(a.hidden_size, a.rms_norm_eps)
-        self.mlp = MLP(a)
+        self.input_layernorm = RMSNorm(a.hidden_size, a.rms_norm_eps, ops)
+        self.self_attn = Attention(a, ops)
+        self.post_attention_layernorm = RMSNorm(a.hidden_size, a.rms_norm_eps, ops)
+        self.mlp = MLP(a, ops)
 
-    def forward(self, x, cos_sin, cache, meta) -> torch.Tensor:
-        x = x + self.self_attn(self.input_layernorm(x), cos_sin, cache, meta)
-        return x + self.mlp(self.post_attention_layernorm(x))
+    def forward(self, x, residual, cos_sin, cache, meta) -> tuple[torch.Tensor, torch.Tensor]:
+        """The residual stream travels beside the layer output, so each norm fuses its add."""
+        if residual is None:
+            h, residual = self.input_layernorm(x), x
+        else:
+            h, residual = self.input_layernorm.add(x, residual)
+        h = self.self_attn(h, cos_sin, cache, meta)
+        h, residual = self.post_attention_layernorm.add(h, residual)
+        return self.mlp(h), residual
 
 
 class LlamaForCausalLM(nn.Module):
     def __init__(self, hf_config) -> None:
         super().__init__()
         a = self.args = LlamaArgs.from_hf(hf_config)
+        ops = make_ops()
         self.embed_tokens = nn.Embedding(a.vocab_size, a.hidden_size)
-        self.layers = nn.ModuleList(DecoderLayer(a) for _ in range(a.num_layers))
-        self.norm = RMSNorm(a.hidden_size, a.rms_norm_eps)
+        self.layers = nn.ModuleList(DecoderLayer(a, ops) for _ in range(a.num_layers))
+        self.norm = RMSNorm(a.hidden_size, a.rms_norm_eps, ops)
         self.lm_head = nn.Linear(a.hidden_size, a.vocab_size, bias=False)
         if a.tie_word_embeddings:
             self.lm_head.weight = self.embed_tokens.weight
@@ -126,9 +136,10 @@ class LlamaForCausalLM(nn.Module):
         """input_ids, positions: [num_tokens] -> hidden states [num_tokens, hidden_size]."""
         x = self.embed_tokens(input_ids)
         cos_sin = self.rotary.cos_sin(positions, x.dtype)
+        residual = None
         for layer, cache in zip(self.layers, kv_caches):
-            x = layer(x, cos_sin, cache, meta)
-        return self.norm(x)
+            x, residual = layer(x, residual, cos_sin, cache, meta)
+        return self.norm.add(x, residual)[0]
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.lm_head(hidden)

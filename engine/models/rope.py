@@ -33,12 +33,3 @@ class RotaryEmbedding:
         cos = (emb.cos() * self.scaling).to(dtype)[:, None, :]
         sin = (emb.sin() * self.scaling).to(dtype)[:, None, :]
         return cos, sin
-
-    @staticmethod
-    def apply(q, k, cos, sin):
-        return q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin
-
-
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)

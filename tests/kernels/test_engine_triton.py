@@ -47,8 +47,16 @@ def _expected(model, prompts):
     return [hf_greedy(model, p, MAX_TOKENS)[0] for p in prompts]
 
 
-@pytest.mark.parametrize("arch", ["llama", "qwen2", "mistral"])
-@pytest.mark.parametrize("block_size", [8, 16, 32])
+# The interpreter runs every kernel of every layer in Python: one block size per architecture
+# by default, the full grid with -m slow.
+_SLOW = pytest.mark.slow
+
+
+@pytest.mark.parametrize("arch, block_size", [
+    ("llama", 16), ("qwen2", 8), ("mistral", 32),
+    pytest.param("llama", 8, marks=_SLOW), pytest.param("llama", 32, marks=_SLOW),
+    pytest.param("qwen2", 16, marks=_SLOW), pytest.param("qwen2", 32, marks=_SLOW),
+    pytest.param("mistral", 8, marks=_SLOW), pytest.param("mistral", 16, marks=_SLOW)])
 def test_mixed_batch_matches_transformers(tiny, triton_backend, arch, block_size):
     path, model = tiny[arch]
     prompts = _prompts([1, 7, 16, 17, 40, 63])
