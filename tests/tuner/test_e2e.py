@@ -61,7 +61,8 @@ def test_study_end_to_end(tmp_path, capsys):
     for t in (base, good):
         assert t.user_attrs["summary"]["completed"] == 8 and t.values[0] > 0
         assert t.user_attrs["startup_s"] > 0 and t.user_attrs["peak_rss_mb"] > 100
-        assert (Path(t.user_attrs["result_dirs"][0]) / "requests.jsonl").exists()
+        run = Path(t.user_attrs["result_dirs"][0])
+        assert (run / "requests.jsonl").exists() and (run / "server_metrics.jsonl").exists()
     assert (Path(failed.user_attrs["workdir"]) / "server.log").exists()
     assert "trial 3/3" in out and "failed: server exited with code 2" in out and "x baseline" in out
     assert servers_of(tmp_path / "runs") == []  # nothing left behind

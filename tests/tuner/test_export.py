@@ -75,3 +75,19 @@ def test_all_formats_to_a_directory(hand_study, storage, tmp_path, capsys):
     export(capsys, storage, "--format", "all", "--out", str(out))
     assert sorted(p.name for p in out.iterdir()) == sorted(SUFFIX[f] for f in FORMATS)
     assert list(yaml.safe_load_all((out / "k8s.yaml").read_text()))[0]["kind"] == "Deployment"
+
+
+def test_pareto_study_exports_the_front_member_best_on_the_first_metric(tmp_path, capsys):
+    import optuna
+    from optuna.distributions import IntDistribution
+    from optuna.trial import create_trial
+
+    storage = str(tmp_path / "pareto.log")  # a journal file: Optuna's JournalStorage
+    from tuner.study import open_storage
+    study = optuna.create_study(storage=open_storage(storage), study_name="p", directions=["maximize", "minimize"])
+    for seqs, tput, ttft in ((4, 100.0, 50.0), (16, 300.0, 200.0), (8, 90.0, 300.0)):
+        study.add_trial(create_trial(values=[tput, ttft], params={"max_num_seqs": seqs},
+                                     distributions={"max_num_seqs": IntDistribution(1, 256)},
+                                     user_attrs={"flags": {"max_num_seqs": seqs}}))
+    assert export_main(["--study-name", "p", "--storage", storage, "--format", "dyno"]) == 0
+    assert capsys.readouterr().out.split()[-2:] == ["--max-num-seqs", "16"]
