@@ -11,15 +11,21 @@ measures it. Talks HTTP only. Other packages use only the names below.
 from loadgen.arrivals import LoadPoint
 from loadgen.bench import Bench, BenchConfig, BenchResult, PointResult, arun_bench, run_bench
 from loadgen.capacity import CapacityAnswer, CapacitySearch, find_capacity
+from loadgen.cli import add_workload_arguments, dataset_config, parse_slo, positive_rate
 from loadgen.datasets import DatasetConfig
 from loadgen.events import Event, PointDone, PointStarted, RequestDone
 from loadgen.metrics import SLO, summarize
 from loadgen.mock_process import MockServer
 from loadgen.mock_server import MockPacing
-from loadgen.schema import SCHEMA_VERSION, RequestRecord, read_records, read_summary
+from loadgen.schema import REQUESTS_FILE, SCHEMA_VERSION, RequestRecord, read_records, read_summary
 from loadgen.sweep import run_sweep
 
 __all__ = [
+    "REQUESTS_FILE",
+    "add_workload_arguments",
+    "dataset_config",
+    "parse_slo",
+    "positive_rate",
     "Bench",
     "BenchConfig",
     "BenchResult",

@@ -77,7 +77,7 @@ def make_parser() -> argparse.ArgumentParser:
     g.add_argument("--api-key", default=os.environ.get("OPENAI_API_KEY"), help="default $OPENAI_API_KEY")
     g.add_argument("--request-timeout", type=float, default=600.0, help="seconds per request")
     g.add_argument("--extra-body", type=json.loads, default={}, help="JSON merged into every request body")
-    _add_workload(p)
+    add_workload_arguments(p)
     _add_load(p)
     g = p.add_argument_group("output")
     g.add_argument("--result-dir", help="write requests.jsonl, summary.json, summary.csv, points/ here")
@@ -89,7 +89,7 @@ def make_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _add_workload(p: argparse.ArgumentParser) -> None:
+def add_workload_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("workload")
     g.add_argument("--dataset-name", choices=DATASETS, default="random")
     g.add_argument("--dataset-path")

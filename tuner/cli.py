@@ -21,8 +21,8 @@ from rich.console import Console
 from rich.table import Table
 
 from engine.args import ArgsError, EngineArgs, make_parser as serve_parser
-from loadgen import BenchConfig, LoadPoint
-from loadgen.cli import _add_workload, dataset_config, parse_slo, positive_rate
+from loadgen import (BenchConfig, LoadPoint, add_workload_arguments, dataset_config, parse_slo,
+                     positive_rate)
 from tuner.engines import ENGINES, DynoEngine, make_engine
 from tuner.objectives import PRESETS, make_objective
 from tuner.space import SpaceError, default_space, load_space
@@ -69,7 +69,7 @@ def tune_parser() -> argparse.ArgumentParser:
     g.add_argument("--parallel", type=int, help="ray: trials at once (default: what the cluster fits)")
     g.add_argument("--dry-run", action="store_true", help="print the first trials' commands, run nothing")
     g.add_argument("--dry-run-trials", type=int, default=3)
-    _add_workload(p)
+    add_workload_arguments(p)
     g = p.add_argument_group("load per trial")
     g.add_argument("--num-prompts", type=int, default=100)
     g.add_argument("--duration", type=float, help="seconds of load per trial (instead of --num-prompts)")

@@ -18,9 +18,7 @@ from optuna.trial import FrozenTrial, TrialState
 from rich.console import Console
 from rich.table import Table
 
-from loadgen import SLO, read_records, summarize
-from loadgen.cli import parse_slo
-from loadgen.schema import REQUESTS_FILE
+from loadgen import REQUESTS_FILE, SLO, parse_slo, read_records, summarize
 from tuner.study import load_study
 
 
