@@ -66,7 +66,9 @@ class Param:
         if self.kind == "int":
             return trial.suggest_int(self.name, int(self.low), int(self.high), log=self.log,
                                      step=int(self.step or 1))
-        return trial.suggest_float(self.name, self.low, self.high, log=self.log, step=self.step)
+        value = trial.suggest_float(self.name, self.low, self.high, log=self.log, step=self.step)
+        # Stepped floats come back as 0.21000000000000002; launch commands should say 0.21.
+        return round(value, 10) if self.step else value
 
     def contains(self, value: Any) -> bool:
         if value is None:
