@@ -11,7 +11,7 @@ import math
 import resource
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -72,6 +72,7 @@ class BenchResult:
     result_dir: Path | None = None
     warnings: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)  # e.g. the capacity answer
+    stopped: str | None = None  # the reason, when the caller's should_stop ended the run early
 
     @property
     def summary(self) -> dict[str, Any]:
@@ -82,9 +83,11 @@ class BenchResult:
 class Bench:
     """Holds what a run's points share: the server, tokenizer, result files, run id."""
 
-    def __init__(self, config: BenchConfig, on_event: EventCallback | None = None) -> None:
+    def __init__(self, config: BenchConfig, on_event: EventCallback | None = None,
+                 should_stop: Callable[[], str | None] | None = None) -> None:
         self.config = config
         self.on_event = on_event
+        self.should_stop = should_stop
         self.run_id = make_run_id()
         self.result = BenchResult(config.to_dict(), [])
         self.server: ServerInfo | None = None
@@ -142,7 +145,8 @@ class Bench:
         self._emit(PointStarted(point, limits.num_requests))
         async with make_client(self.backend_config(), point.max_in_flight) as client:
             backend = OpenAIBackend(self.backend_config(), client, self.counter, clock.now)
-            run = PointRun(point, point_no, self.run_id, limits, backend, self._sink, clock)
+            run = PointRun(point, point_no, self.run_id, limits, backend, self._sink, clock,
+                           should_stop=self.should_stop)
             samples: list[MetricSample] = []
             scraper = self._start_scraper(point, clock, samples)
             try:
@@ -154,6 +158,8 @@ class Bench:
             finally:
                 if scraper is not None:
                     scraper.cancel()
+        if run.stopped_early:
+            self.result.stopped = run.stop_reason
         return self._finish_point(point, run, records, samples)
 
     def _start_scraper(self, point: LoadPoint, clock: Clock, samples: list) -> asyncio.Task | None:
@@ -223,13 +229,23 @@ def raise_fd_limit(needed: int) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
-async def arun_bench(config: BenchConfig, on_event: EventCallback | None = None) -> BenchResult:
-    """Run every point of `config.points` in turn."""
-    with Bench(config, on_event).open() as bench:
+async def arun_bench(config: BenchConfig, on_event: EventCallback | None = None,
+                     should_stop: Callable[[], str | None] | None = None) -> BenchResult:
+    """Run every point of `config.points` in turn.
+
+    should_stop, if given, is asked after each finished request (after its RequestDone event);
+    a non-empty string stops the run there: no new request is sent, the requests in flight are
+    cancelled (left out of the records), the point is summarized with what finished and
+    `stop_reason` "stopped early: <reason>", later points are skipped, and the result's
+    `stopped` holds the reason. Like on_event it runs on the event loop: keep it quick."""
+    with Bench(config, on_event, should_stop).open() as bench:
         for point in config.points:
             await bench.run_point(point)
+            if bench.result.stopped:
+                break
     return bench.result
 
 
-def run_bench(config: BenchConfig, on_event: EventCallback | None = None) -> BenchResult:
-    return asyncio.run(arun_bench(config, on_event))
+def run_bench(config: BenchConfig, on_event: EventCallback | None = None,
+              should_stop: Callable[[], str | None] | None = None) -> BenchResult:
+    return asyncio.run(arun_bench(config, on_event, should_stop))

@@ -69,6 +69,11 @@ class PointRun:
     stop_reason: str | None = None
     consecutive_connect_errors: int = 0
     started: float = 0.0  # perf_counter at the start
+    # Asked after each finished request: a non-empty reason ends the point at once (requests
+    # in flight are cancelled and left out of the records). The caller's early stop.
+    should_stop: Callable[[], str | None] | None = None
+    stopped_early: bool = False
+    _load: asyncio.Task | None = None
 
     def expired(self) -> bool:
         d = self.limits.duration_s
@@ -84,6 +89,13 @@ class PointRun:
     def finish(self, record: RequestRecord) -> None:
         self.records.append(record)
         self.sink(record)
+        if self.should_stop is not None and not self.stopped_early:
+            reason = self.should_stop()
+            if reason:
+                self.stop_reason, self.stopped_early = f"stopped early: {reason}", True
+                if self._load is not None:
+                    self._load.cancel()
+                return
         if record.error_kind == "connect":
             self.consecutive_connect_errors += 1
             if self.consecutive_connect_errors >= MAX_CONSECUTIVE_CONNECT_ERRORS:
@@ -107,10 +119,18 @@ def take_items(workload: Iterator[WorkItem], limits: Limits) -> Iterator[tuple[i
 async def run_point(run: PointRun, workload: Iterator[WorkItem], rng: np.random.Generator) -> list[RequestRecord]:
     items = take_items(workload, run.limits)
     run.started = time.perf_counter()
-    if run.point.is_closed:
-        await _closed_loop(run, items)
-    else:
-        await _open_loop(run, items, rng)
+    # The load runs as its own task so an early stop can cancel it (and with it every request
+    # in flight) without cancelling the caller; the caller's own cancellation (Ctrl-C) reaches
+    # it too, as the task awaited.
+    run._load = asyncio.create_task(_closed_loop(run, items) if run.point.is_closed
+                                    else _open_loop(run, items, rng))
+    try:
+        await run._load
+    except asyncio.CancelledError:
+        if not run.stopped_early or _is_cancelled():
+            raise
+    finally:
+        run._load = None
     return run.records
 
 

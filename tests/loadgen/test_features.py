@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import socket
+import time
 
 import pytest
 
@@ -81,6 +83,24 @@ def test_live_events_arrive_per_request_and_per_point(mock_factory):
     run_bench(make_config(mock, LoadPoint(concurrency=2), num_prompts=5), on_event=events.append)
     assert sum(isinstance(e, RequestDone) for e in events) == 5
     assert isinstance(events[-1], PointDone) and events[-1].summary["completed"] == 5
+
+
+@pytest.mark.parametrize("point", [LoadPoint(concurrency=4), LoadPoint(rate=200.0, arrival="constant")])
+def test_should_stop_ends_the_run_early_and_cancels_requests_in_flight(mock_factory, point):
+    # 40 requests of ~0.5 s each: the whole run would take seconds; it stops after the 4th.
+    mock = mock_factory(ttft_ms=20, itl_ms=50, output_len=10)
+    finished = []
+    cfg = dataclasses.replace(make_config(mock, point, num_prompts=40), points=(point, LoadPoint(concurrency=1)))
+    start = time.monotonic()
+    result = run_bench(cfg, on_event=lambda e: isinstance(e, RequestDone) and finished.append(e),
+                       should_stop=lambda: "enough" if len(finished) >= 4 else None)
+    assert time.monotonic() - start < 3
+    assert result.stopped == "stopped early: enough"
+    assert len(result.points) == 1  # the second point never ran
+    summary = result.points[0].summary
+    assert summary["stop_reason"] == "stopped early: enough" and summary["completed"] == 4
+    assert len(result.points[0].records) == 4  # requests in flight were cancelled, not recorded
+    assert "stopped early: enough" in result.warnings[0]
 
 
 def test_duration_limits_a_point(mock_factory):
