@@ -60,7 +60,11 @@ def tune_parser() -> argparse.ArgumentParser:
     g.add_argument("--model", help="model for the server (default: the server's default model)")
     g.add_argument("--result-dir", default="tune-results", help="per-trial server logs and load files")
     g.add_argument("--startup-timeout", type=float, default=300.0)
-    g.add_argument("--no-prune", action="store_true")
+    g.add_argument("--no-prune", action="store_true",
+                   help="run every trial to the end. By default a single-objective study reports the "
+                        "objective over the requests finished so far at 25/50/75%% of each load run "
+                        "(and after each repeat) and the median pruner stops clearly bad trials there; "
+                        "the baseline is never pruned, and Optuna prunes no multi-objective study")
     g.add_argument("--executor", choices=("local", "ray"), default="local",
                    help="local: one trial after another here; ray: each trial a Ray task")
     g.add_argument("--ray-address", help="Ray cluster address (default: start a local Ray instance)")

@@ -29,15 +29,17 @@ from optuna.study import MaxTrialsCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from loadgen import BenchConfig
+from loadgen.metrics import summarize
 from tuner.engines import make_engine
 from tuner.objectives import Objective
 from tuner.space import Space, space_from_dict
-from tuner.trial import TrialConfig, TrialFailed, TrialResult, run_trial
+from tuner.trial import TrialConfig, TrialFailed, TrialResult, TrialStopped, run_trial
 
 log = logging.getLogger(__name__)
 
 STUDY_ATTR = "dyno"  # study user attr holding what export and plan need to rebuild a config
 FINISHED = (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)
+PRUNE_STEPS = 4  # intermediate reports per load run: at 25%, 50% and 75% of it (100% is its end)
 
 
 @dataclass
@@ -127,11 +129,16 @@ class TrialObjective:
 
     def __call__(self, trial: optuna.Trial) -> float | list[float]:
         tc = self.prepare(trial)
+        prunes = self.cfg.prune and not self.cfg.objective.is_multi
         try:
-            result = run_trial(tc, on_repeat=lambda i, s: self._report(trial, i, s))
+            result = run_trial(tc, on_repeat=lambda i, s: self._report(trial, i, s),
+                               on_progress=(lambda i, pct, records: self._progress(trial, i, pct, records))
+                               if prunes else None, progress_steps=PRUNE_STEPS)
         except TrialFailed as e:
             self.fail(trial, e)
             raise
+        except TrialStopped as e:  # the pruner stopped the load; the server is already stopped
+            raise optuna.TrialPruned(trial.user_attrs.get("prune_reason", e.reason)) from None
         return self.record(trial, result)
 
     def prepare(self, trial: optuna.Trial) -> TrialConfig:
@@ -169,14 +176,39 @@ class TrialObjective:
         values = cfg.objective.values(summary)
         return values if cfg.objective.is_multi else values[0]
 
+    # Steps: 100 * repeat + percent of that repeat's load done (25, 50, 75 while it runs; 100 at
+    # its end), so every trial of a study reports at the same steps and the median pruner compares
+    # like with like. The value is the objective's metric over the requests finished so far.
+    def _progress(self, trial: optuna.Trial, repeat: int, percent: int, records: list) -> str | None:
+        summary = summarize(records, self.cfg.bench.slos)
+        if not summary.get("completed"):
+            return None  # nothing succeeded yet: no value to report
+        return self._step(trial, 100 * repeat + percent, self.cfg.objective.values(summary)[0],
+                          summary["completed"])
+
     def _report(self, trial: optuna.Trial, step: int, summary: dict[str, Any]) -> None:
         # Intermediate values only exist for one objective; the last repeat needs no pruning.
         if self.cfg.objective.is_multi or not self.cfg.prune or step + 1 >= self.cfg.repeats:
             return
-        trial.report(self.cfg.objective.values(summary)[0], step)
-        if trial.should_prune():
+        reason = self._step(trial, 100 * (step + 1), self.cfg.objective.values(summary)[0],
+                            summary.get("completed", 0))
+        if reason:
             trial.set_user_attr("pruned_at_repeat", step)
-            raise optuna.TrialPruned(f"pruned after repeat {step}")
+            raise optuna.TrialPruned(reason)
+
+    def _step(self, trial: optuna.Trial, step: int, value: float, completed: int) -> str | None:
+        """Report one intermediate value; a reason to stop when the pruner says so (recorded on the
+        trial). The baseline is never pruned: every result is also a ratio to it."""
+        trial.report(value, step)
+        intermediate = [*trial.user_attrs.get("intermediate", []), [step, value, completed]]
+        trial.set_user_attr("intermediate", intermediate)
+        if trial.user_attrs.get("baseline") or not trial.should_prune():
+            return None
+        metric = self.cfg.objective.metrics[0].key
+        reason = f"pruned at step {step}: {metric} {value:.4g} after {completed} requests (median pruner)"
+        trial.set_user_attr("pruned_at_step", step)
+        trial.set_user_attr("prune_reason", reason)
+        return reason
 
 
 def finished(study: optuna.Study) -> int:

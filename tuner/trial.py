@@ -22,7 +22,8 @@ from typing import Any
 
 import httpx
 
-from loadgen import BenchConfig, run_bench
+from loadgen import BenchConfig, PointDone, PointStarted, RequestDone, run_bench
+from loadgen.schema import RequestRecord
 from tuner.engines import DynoEngine, Engine
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,58 @@ class TrialFailed(RuntimeError):
         super().__init__(reason)
         self.reason = reason
         self.log_tail = log_tail
+
+
+class TrialStopped(Exception):
+    """The trial's progress callback stopped the load early (the pruner did); the server was stopped."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+# on_progress(repeat, percent, records so far in this repeat) -> a reason to stop the load, or None
+ProgressCallback = Callable[[int, int, list[RequestRecord]], "str | None"]
+
+
+class LoadProgress:
+    """Turns one load run's events into checkpoints at every 1/steps of the load (of the
+    requests when num_prompts is set, else of the duration), and asks on_checkpoint at each
+    whether to stop: loadgen's should_stop hook, called after each finished request."""
+
+    def __init__(self, bench: BenchConfig, steps: int, on_checkpoint: Callable[[int, list[RequestRecord]], str | None]) -> None:
+        self.per_point, self.duration_s = bench.num_prompts, bench.duration_s
+        self.n_points = max(1, len(bench.points))
+        self.steps, self.on_checkpoint = steps, on_checkpoint
+        self.records: list[RequestRecord] = []
+        self.indices: set[int] = set()  # measured work items of this point with a finished request
+        self.points_done, self.point_t0, self.next = 0, time.monotonic(), 1
+
+    def on_event(self, event: object) -> None:
+        if isinstance(event, RequestDone) and not event.record.is_warmup:
+            self.records.append(event.record)
+            self.indices.add(event.record.index)
+        elif isinstance(event, PointStarted):
+            self.indices, self.point_t0 = set(), time.monotonic()
+        elif isinstance(event, PointDone):
+            self.points_done += 1
+
+    def fraction(self) -> float:
+        if self.per_point:
+            part = len(self.indices) / self.per_point
+        elif self.duration_s:
+            part = (time.monotonic() - self.point_t0) / self.duration_s
+        else:
+            return 0.0
+        return (self.points_done + min(part, 1.0)) / self.n_points
+
+    def should_stop(self) -> str | None:
+        # The last checkpoint crossed (the 100% one is the repeat's own end, not reported here).
+        reached = min(int(self.fraction() * self.steps), self.steps - 1)
+        if reached < self.next:
+            return None
+        self.next = reached + 1
+        return self.on_checkpoint(100 * reached // self.steps, self.records)
 
 
 @dataclass(frozen=True)
@@ -182,9 +235,12 @@ class ServerProcess:
         self.stop(getattr(self, "stop_timeout_s", 10.0))
 
 
-def run_trial(cfg: TrialConfig, on_repeat: Callable[[int, dict[str, Any]], None] | None = None) -> TrialResult:
+def run_trial(cfg: TrialConfig, on_repeat: Callable[[int, dict[str, Any]], None] | None = None,
+              on_progress: ProgressCallback | None = None, progress_steps: int = 4) -> TrialResult:
     """Launch, measure cfg.repeats times, stop. on_repeat(i, summary) may raise to end early
-    (the pruner does): the server is stopped all the same."""
+    (the pruner does): the server is stopped all the same. on_progress(i, percent, records) is
+    asked while a repeat's load runs, at every 1/progress_steps of it; a reason it returns stops
+    the load at once and the trial with TrialStopped (the server stopped as usual)."""
     port = free_port()
     command = cfg.engine.command(cfg.flags, HOST, port)
     base_url = f"http://{HOST}:{port}"
@@ -198,12 +254,19 @@ def run_trial(cfg: TrialConfig, on_repeat: Callable[[int, dict[str, Any]], None]
         for i in range(cfg.repeats):
             out = cfg.workdir / f"repeat-{i}"
             bench = dataclasses.replace(cfg.bench, base_url=base_url, result_dir=str(out))
+            progress = None
+            if on_progress is not None:
+                progress = LoadProgress(cfg.bench, progress_steps,
+                                        lambda pct, records, i=i: on_progress(i, pct, records))
             try:
-                result = run_bench(bench)
+                result = run_bench(bench, on_event=progress and progress.on_event,
+                                   should_stop=progress and progress.should_stop)
             except Exception as e:  # noqa: BLE001 - any load failure is the trial's, reported with the log
                 server.check_alive()
                 raise TrialFailed(f"load failed: {type(e).__name__}: {e}", server.tail()) from e
             server.check_alive()
+            if result.stopped:
+                raise TrialStopped(result.stopped)
             summary = result.summary
             if not summary.get("completed"):
                 raise TrialFailed(f"no request succeeded ({summary.get('failed_by_kind') or 'no records'})",
