@@ -17,11 +17,16 @@ from loadgen.events import Event, PointDone, PointStarted, RequestDone
 from loadgen.metrics import SLO, summarize
 from loadgen.mock_process import MockServer
 from loadgen.mock_server import MockPacing
-from loadgen.schema import REQUESTS_FILE, SCHEMA_VERSION, RequestRecord, read_records, read_summary
+from loadgen.schema import (REQUESTS_FILE, SCHEMA_VERSION, SERVER_METRICS_FILE, SUMMARY_FILE, RecordWriter,
+                            RequestRecord, read_records, read_summary, write_json)
 from loadgen.sweep import run_sweep
 
 __all__ = [
     "REQUESTS_FILE",
+    "SERVER_METRICS_FILE",
+    "SUMMARY_FILE",
+    "RecordWriter",
+    "write_json",
     "add_workload_arguments",
     "dataset_config",
     "parse_slo",
