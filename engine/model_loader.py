@@ -8,6 +8,7 @@ import torch
 
 from engine.model_source import ModelFiles, iter_weights
 from engine.models import get_model_class
+from engine.models.packed_linear import can_pack, pack_linears
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +57,8 @@ def load_model(files: ModelFiles, hf_config, dtype: torch.dtype, device: torch.d
         model.load_weights(iter_weights(files))
     model = model.to(dtype).eval()
     model.requires_grad_(False)
+    if can_pack(dtype, device):
+        pack_linears(model)
     return model
 
 

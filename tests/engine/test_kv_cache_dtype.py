@@ -1,4 +1,7 @@
-"""fp8 KV cache: measured agreement with the model-dtype cache, and per-layer scales.
+"""Reduced precision against fp32: bf16 weights, the fp8 KV cache, and per-layer KV scales.
+
+bf16 weights and activations (the CPU default; packed oneDNN matmuls), measured the same way:
+top-1 agreement with fp32 at 98.5% of positions, mean |logprob error| 0.044 (max 0.38).
 
 Measured on the default model (fp32 weights), teacher-forced over 4 chat answers of 64 tokens
 (400 positions): fp8_e4m3 agrees on the top-1 token at 94.5% of positions with a mean
@@ -50,6 +53,14 @@ def test_fp8_cache_agrees_with_the_model_dtype_cache(reference, kv_dtype, min_to
     top1, mean_error = _agreement(seqs, ref, _teacher_forced(llm, seqs))
     assert top1 >= min_top1
     assert mean_error <= max_mean_error
+
+
+def test_bf16_agrees_with_fp32(reference):
+    seqs, ref = reference
+    llm = LLM(dtype="bfloat16", max_model_len=1024, gpu_memory_utilization=0.2)
+    top1, mean_error = _agreement(seqs, ref, _teacher_forced(llm, seqs))
+    assert top1 >= 0.95
+    assert mean_error <= 0.08
 
 
 def test_quantization_param_path_sets_per_layer_scales(tiny_models, tmp_path):
