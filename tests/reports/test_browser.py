@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -10,13 +11,18 @@ import pytest
 
 from reports import build_report
 
-pytestmark = pytest.mark.slow
 
 PROBE = """<script>window.addEventListener('load', () => {
   const imgs = [...document.images];
   document.body.setAttribute('data-images', imgs.length);
   document.body.setAttribute('data-loaded', imgs.filter(i => i.complete && i.naturalWidth > 0).length);
 });</script>"""
+
+
+def _apt_install() -> subprocess.CompletedProcess:
+    return subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", "chromium"],
+                          capture_output=True, text=True, timeout=900,
+                          env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
 
 
 @pytest.fixture(scope="session")
@@ -28,8 +34,10 @@ def chromium() -> str:
     if shutil.which("apt-get") is None:
         pytest.skip("chromium is not installed and there is no apt-get to install it")
     try:
-        proc = subprocess.run(["apt-get", "install", "-y", "chromium"], capture_output=True, text=True,
-                              timeout=900)
+        proc = _apt_install()
+        if proc.returncode != 0:  # a fresh machine may have no package lists yet
+            subprocess.run(["apt-get", "update"], capture_output=True, timeout=600)
+            proc = _apt_install()
     except (OSError, subprocess.TimeoutExpired) as e:
         pytest.skip(f"could not install chromium with apt-get: {e}")
     found = shutil.which("chromium")
