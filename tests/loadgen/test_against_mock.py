@@ -102,7 +102,9 @@ def test_more_than_100_streams_at_once(mock_factory):
     first_token = min(r.first_token_time for r in records)
     in_flight = sum(r.send_time <= first_token for r in records)  # all sent before any answer
     assert in_flight == n
-    assert max(r.ttft for r in records) < 1.0 + 0.5  # none queued behind a full pool
+    # A request queued behind a full pool would wait out another's 1.2 s before its own 1 s TTFT
+    # (>= 2.2 s); 150 connections opening at once on 2 cores took up to 1.7 s in CI.
+    assert max(r.ttft for r in records) < 2.0
 
 
 def test_open_loop_reports_latency_from_intended_send(mock_factory):
