@@ -27,15 +27,21 @@ class EngineDeadError(RuntimeError):
 
 
 class AsyncLLM:
-    def __init__(self, args: EngineArgs) -> None:
+    """own_thread=False leaves the stepping to the caller's `run_loop()`: `dyno serve` steps on
+    the main thread, where oneDNN's bf16 matmuls run ~1.5x faster than on another thread
+    (measured: single stream 31.6 vs 21.2 tok/s)."""
+
+    def __init__(self, args: EngineArgs, *, own_thread: bool = True) -> None:
         self.engine = LLMEngine(args)
         self._commands: queue.SimpleQueue = queue.SimpleQueue()
         self._streams: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Queue]] = {}
         self._wake = threading.Event()
         self._stopped = False
         self.error: BaseException | None = None
-        self._thread = threading.Thread(target=self._loop, name="dyno-engine", daemon=True)
-        self._thread.start()
+        self._thread = None
+        if own_thread:
+            self._thread = threading.Thread(target=self.run_loop, name="dyno-engine", daemon=True)
+            self._thread.start()
 
     @property
     def tokenizer(self):
@@ -94,7 +100,8 @@ class AsyncLLM:
     def shutdown(self) -> None:
         self._stopped = True
         self._wake.set()
-        self._thread.join(timeout=10)
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=10)
 
     # -- engine thread ----------------------------------------------------------------------------
 
@@ -102,7 +109,8 @@ class AsyncLLM:
         self._commands.put(command)
         self._wake.set()
 
-    def _loop(self) -> None:
+    def run_loop(self) -> None:
+        """Step the engine until shutdown() (or an engine error)."""
         try:
             while not self._stopped:
                 self._apply_commands()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import threading
 
 import uvicorn
 
@@ -31,17 +32,34 @@ class _Server(uvicorn.Server):
 
 
 def serve(args: EngineArgs) -> None:
+    """The engine steps on the main thread; uvicorn runs its event loop on a second one."""
     # Flag mistakes that need no model are reported before the model loads.
     check_middleware(args)
     ssl_kwargs = uvicorn_ssl_kwargs(args)
-    engine = AsyncLLM(args)
+    engine = AsyncLLM(args, own_thread=False)
     try:
         app = build_app(args, engine)
         config = uvicorn.Config(app, host=args.host or "0.0.0.0", port=args.port,
                                 log_level=args.uvicorn_log_level, log_config=None,
                                 timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S, **ssl_kwargs)
         server = _Server(config)
+        # uvicorn only catches signals on the main thread, which here steps the engine.
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, server.handle_exit)
+        http = threading.Thread(target=_run_http, args=(server, engine), name="dyno-http")
         logger.info("serving %s on %s:%d", engine.engine.info.model_name, args.host or "0.0.0.0", args.port)
+        http.start()
+        engine.run_loop()  # returns once the HTTP server has stopped (or the engine failed)
+        server.should_exit = True
+        http.join()
+        if not server.started:  # e.g. the port is taken: uvicorn logged why and gave up
+            raise OSError(f"could not serve on {args.host or '0.0.0.0'}:{args.port} (see the log above)")
+    finally:
+        engine.shutdown()
+
+
+def _run_http(server: uvicorn.Server, engine: AsyncLLM) -> None:
+    try:
         server.run()
     finally:
         engine.shutdown()
