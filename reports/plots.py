@@ -120,27 +120,22 @@ def plot_load_latency(ax: Axes, points: pd.DataFrame, metric: str = "ttft") -> N
 
 
 def plot_in_flight(ax: Axes, timeline: pd.DataFrame) -> None:
-    ax.set_title("Requests in flight (client)")
-    ax.set_xlabel("time since run start (s)")
-    ax.set_ylabel("requests")
-    if timeline.empty:
-        _note(ax, "no request records")
-        return
-    for run, g in timeline.groupby("run", sort=False):
-        ax.plot(g["t_s"], g["in_flight"], drawstyle="steps-post", label=str(run))
-    ax.grid(alpha=0.3)
-    _legend(ax)
+    _plot_timeline(ax, timeline, "in_flight", "Requests in flight (client)", "requests")
 
 
 def plot_token_rate(ax: Axes, timeline: pd.DataFrame) -> None:
-    ax.set_title("Output tokens/s (client)")
+    _plot_timeline(ax, timeline, "output_tokens_per_s", "Output tokens/s (client)", "tokens/s")
+
+
+def _plot_timeline(ax: Axes, timeline: pd.DataFrame, column: str, title: str, ylabel: str) -> None:
+    ax.set_title(title)
     ax.set_xlabel("time since run start (s)")
-    ax.set_ylabel("tokens/s")
+    ax.set_ylabel(ylabel)
     if timeline.empty:
         _note(ax, "no request records")
         return
     for run, g in timeline.groupby("run", sort=False):
-        ax.plot(g["t_s"], g["output_tokens_per_s"], drawstyle="steps-post", label=str(run))
+        ax.plot(g["t_s"], g[column], drawstyle="steps-post", label=str(run))
     ax.grid(alpha=0.3)
     _legend(ax)
 
