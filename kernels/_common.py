@@ -31,6 +31,24 @@ def dot_mode(dtype: torch.dtype) -> dict:
 
 
 @triton.jit
+def load_kv_tile(k_cache_ptr, v_cache_ptr, table_ptr, pos, valid, d, seq, kv_head, k_scale, v_scale,
+                 stride_table, stride_c_slot, stride_c_head, dtype: tl.constexpr, BLOCK_SIZE: tl.constexpr,
+                 HEAD_DIM: tl.constexpr, IS_FP8: tl.constexpr):
+    """Keys and values at positions `pos` of one sequence, found through its block table;
+    positions not `valid` read as 0 (never loaded). fp8 caches come back dequantized to dtype."""
+    block = tl.load(table_ptr + seq * stride_table + pos // BLOCK_SIZE, mask=valid, other=0)
+    slot = block.to(tl.int64) * BLOCK_SIZE + pos % BLOCK_SIZE
+    offs = slot[:, None] * stride_c_slot + kv_head * stride_c_head + d[None, :]
+    kv_mask = valid[:, None] & (d[None, :] < HEAD_DIM)
+    k = tl.load(k_cache_ptr + offs, mask=kv_mask, other=0.0)  # [TILE, DIM_PAD]
+    v = tl.load(v_cache_ptr + offs, mask=kv_mask, other=0.0)
+    if IS_FP8:
+        k = (k.to(tl.float32) * k_scale).to(dtype)
+        v = (v.to(tl.float32) * v_scale).to(dtype)
+    return k, v
+
+
+@triton.jit
 def mm(a, b, PRECISION: tl.constexpr, UPCAST: tl.constexpr):
     """a @ b with an fp32 result."""
     if UPCAST:

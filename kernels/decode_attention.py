@@ -12,7 +12,7 @@ import triton
 import triton.language as tl
 
 from kernels._common import FLOAT_DTYPES, FP8_DTYPES, check_kv_cache, dot_mode, \
-    gather_slots, mm, next_pow2, \
+    gather_slots, load_kv_tile, mm, next_pow2, \
     window_or_none
 
 _LOG2E = 1.4426950408889634
@@ -47,15 +47,9 @@ def _decode_kernel(
     for start in range(lo, seq_len, TILE_N):
         pos = start + n
         valid = pos < seq_len
-        block = tl.load(table_ptr + seq * stride_table + pos // BLOCK_SIZE, mask=valid, other=0)
-        slot = block.to(tl.int64) * BLOCK_SIZE + pos % BLOCK_SIZE
-        offs = slot[:, None] * stride_c_slot + kv_head * stride_c_head + d[None, :]
-        kv_mask = valid[:, None] & (d[None, :] < HEAD_DIM)
-        k = tl.load(k_cache_ptr + offs, mask=kv_mask, other=0.0)  # [TILE_N, DIM_PAD]
-        v = tl.load(v_cache_ptr + offs, mask=kv_mask, other=0.0)
-        if IS_FP8:
-            k = (k.to(tl.float32) * k_scale).to(dtype)
-            v = (v.to(tl.float32) * v_scale).to(dtype)
+        k, v = load_kv_tile(k_cache_ptr, v_cache_ptr, table_ptr, pos, valid, d, seq, kv_head, k_scale,
+                            v_scale, stride_table, stride_c_slot, stride_c_head, dtype, BLOCK_SIZE,
+                            HEAD_DIM, IS_FP8)  # [TILE_N, DIM_PAD] each
         s = mm(q, tl.trans(k), PRECISION, UPCAST) * qk_scale  # [GROUP_PAD, TILE_N]
         s = tl.where(valid[None, :], s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, 1))
