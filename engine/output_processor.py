@@ -123,9 +123,10 @@ class OutputProcessor:
                 comp.cumulative_logprob += entry[token_id][0]
         hit_stop = False
         if child.detokenizer is not None and co.new_token_ids:
+            num_old_chars = len(comp.text)
             child.detokenizer.add(co.new_token_ids)
             comp.text = child.detokenizer.text
-            hit_stop = self._check_stop_strings(comp, parent.params)
+            hit_stop = self._check_stop_strings(comp, parent.params, num_old_chars)
         if not hit_stop and co.finish_reason is not None:
             comp.finish_reason, comp.stop_reason = co.finish_reason, co.stop_reason
             if child.detokenizer is not None:  # release a trailing partial character
@@ -135,11 +136,13 @@ class OutputProcessor:
             parent.num_finished += 1
         return hit_stop
 
-    def _check_stop_strings(self, comp: CompletionOutput, params: SamplingParams) -> bool:
+    def _check_stop_strings(self, comp: CompletionOutput, params: SamplingParams,
+                            num_old_chars: int) -> bool:
+        """A stop string ending in the new text; older text was searched on earlier steps."""
         if not params.stop_strings or len(comp.token_ids) < params.min_tokens:
             return False
         for stop in params.stop_strings:
-            at = comp.text.find(stop)
+            at = comp.text.find(stop, max(0, num_old_chars - len(stop) + 1))
             if at >= 0:
                 end = at + len(stop) if params.include_stop_str_in_output else at
                 comp.text = comp.text[:end]
