@@ -15,6 +15,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "export": ("tuner.cli", "export_main", "a tuned config as a command, YAML, JSON, env, k8s, Helm"),
     "plan": ("tuner.cli", "plan_main", "replicas and cost for a target load within SLOs"),
     "report": ("reports.cli", "report_main", "plots and an HTML/Markdown/CSV report from runs and studies"),
+    "tui": ("tui.cli", "main", "the operator dashboard: servers, live metrics, bench, tune, replay"),
 }
 
 

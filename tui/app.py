@@ -1,0 +1,127 @@
+"""The dashboard app: the session, the screens by name, keys, command palette, quitting.
+
+Screens are installed by name and switched with `app.switch_to(name)` (keys 1-6, F1/? for
+help, or the command palette, ctrl+p). Installed screens live for the whole app, so a screen
+keeps its state while another is shown.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Callable, Iterable
+
+from textual.app import App, SystemCommand
+from textual.binding import Binding
+from textual.screen import Screen
+
+from tui.screens.bench import BenchScreen
+from tui.screens.compare import CompareScreen
+from tui.screens.help import HelpScreen
+from tui.screens.monitor import MonitorScreen
+from tui.screens.quit_confirm import QuitConfirm
+from tui.screens.reports import ReportsScreen
+from tui.screens.servers import ServersScreen
+from tui.screens.tune import TuneScreen
+from tui.session import Session
+
+# name -> (key, title): the order of the keys and of the palette.
+SCREEN_KEYS: dict[str, tuple[str, str]] = {
+    "servers": ("1", "Servers"),
+    "monitor": ("2", "Monitor"),
+    "bench": ("3", "Bench"),
+    "compare": ("4", "Compare"),
+    "tune": ("5", "Tune"),
+    "reports": ("6", "Reports"),
+    "help": ("f1", "Help"),
+}
+
+
+class DynoApp(App):
+    CSS_PATH = "app.tcss"
+    TITLE = "dyno"
+    SCREENS = {"servers": ServersScreen, "monitor": MonitorScreen, "bench": BenchScreen,
+               "compare": CompareScreen, "tune": TuneScreen, "reports": ReportsScreen,
+               "help": HelpScreen}
+    BINDINGS = [
+        *(Binding(key, f"switch_to('{name}')", title, key_display=key.upper() if key == "f1" else key)
+          for name, (key, title) in SCREEN_KEYS.items()),
+        Binding("q", "quit", "Quit"),
+        Binding("ctrl+q", "quit", "Quit", show=False, priority=True),
+    ]
+
+    def __init__(self, session: Session | None = None, first_screen: str = "servers",
+                 replayer=None) -> None:
+        super().__init__()
+        self.session = session or Session()
+        self.replayer = replayer  # tui.replay.Replayer when playing back a recording
+        self.session.spawn = self._spawn
+        self.first_screen = first_screen
+        self.current_name = first_screen
+        self.previous_name = first_screen
+
+    def on_mount(self) -> None:
+        self.push_screen(self.first_screen)
+
+    # -- screens ---------------------------------------------------------------------------
+
+    def switch_to(self, name: str) -> None:
+        """Show the screen installed as `name` (servers, monitor, bench, compare, tune,
+        reports, help)."""
+        if name not in self.SCREENS:
+            self.notify(f"no screen named {name!r}", severity="error")
+            return
+        if name != self.current_name:
+            self.previous_name, self.current_name = self.current_name, name
+        self.switch_screen(name)
+
+    def action_switch_to(self, name: str) -> None:
+        self.switch_to(name)
+
+    def action_back(self) -> None:
+        self.switch_to(self.previous_name)
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        for name, (key, title) in SCREEN_KEYS.items():
+            yield SystemCommand(f"Go to {title}", f"show the {title} screen (key {key})",
+                                lambda name=name: self.switch_to(name))
+        # Each screen adds its own actions (launch, stop, attach, ...).
+        extra = getattr(screen, "palette_commands", None)
+        if callable(extra):
+            yield from extra()
+
+    # -- workers ---------------------------------------------------------------------------
+
+    def _spawn(self, fn: Callable[[], None], name: str) -> None:
+        """The session's blocking work runs as a Textual thread worker."""
+        if threading.get_ident() == self._thread_id:
+            self.run_worker(fn, name=name, group="session", thread=True, exit_on_error=False)
+        else:
+            self.call_from_thread(self.run_worker, fn, name=name, group="session", thread=True,
+                                  exit_on_error=False)
+
+    # -- quitting --------------------------------------------------------------------------
+
+    async def action_quit(self) -> None:
+        running = self.session.launched_running()
+        if not running:
+            self._finish(stop=False)
+            return
+        self.push_screen(QuitConfirm([s.name for s in running]), self._quit_answer)
+
+    def _quit_answer(self, answer: str | None) -> None:
+        if answer in ("stop", "leave"):
+            self._finish(stop=answer == "stop")
+
+    def _finish(self, stop: bool) -> None:
+        if stop:
+            self.notify("stopping the servers this dashboard launched…")
+            self.run_worker(self._stop_then_exit, thread=True, group="quit")
+        else:
+            self.session.close()
+            self.exit()
+
+    def _stop_then_exit(self) -> None:
+        self.session.stop_all_launched()
+        self.session.close()
+        self.call_from_thread(self.exit)

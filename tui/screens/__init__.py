@@ -1,0 +1,1 @@
+"""One screen per module; the app installs them by name (see tui/app.py)."""
