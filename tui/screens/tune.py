@@ -1,12 +1,245 @@
-"""Placeholder until the tune screen lands (owned by the other helper)."""
+"""Tune screen: start a study (as `dyno tune`) or open one from its storage; the trials table
+(sortable), best so far, a Pareto chart with a cursor; for the selected trial, export in any
+`dyno export` format to a file, or launch it as a server and jump to its monitor."""
 
+from __future__ import annotations
+
+from pathlib import Path
+
+from textual import on
 from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Static
+from textual.widgets import Button, Footer, Input, Label, Select
+from textual.worker import Worker, WorkerState
+
+from tuner import PRESETS
+from tui.tune_runner import (FORMATS, SUFFIX, TrialRow, TunePlan, TuneRunner, export_to_file, fmt_number,
+                             open_existing, study_config, trial_rows)
+from tui.widgets.pareto import ParetoChart
+from tui.widgets.trials_table import TrialsTable
+
+
+def positive(value: str, name: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise ValueError(f"{name} {value!r}: expected a whole number") from None
+    if number < 1:
+        raise ValueError(f"{name} {number}: must be at least 1")
+    return number
 
 
 class TuneScreen(Screen):
+    CSS_PATH = "tune.tcss"
+    BINDINGS = [Binding("ctrl+o", "open_study", "Open"), Binding("ctrl+r", "start_study", "Start"),
+                Binding("ctrl+x", "stop_study", "Stop"), Binding("ctrl+e", "export", "Export"),
+                Binding("ctrl+l", "launch", "Launch as server")]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.storage: str | None = None
+        self.study_name: str | None = None
+        self.runner: TuneRunner | None = None
+        self.rows: list[TrialRow] = []
+        self.n_trials: int | None = None
+
     def compose(self) -> ComposeResult:
-        yield Header()
-        yield Static("tune: coming")
+        with Horizontal(classes="form"):
+            yield Input(placeholder="storage URL (sqlite:///f.db, *.log)", id="storage")
+            yield Input("dyno", placeholder="study name", id="study-name")
+            yield Button("Open", id="open")
+        with Horizontal(classes="form"):
+            yield Input("6", placeholder="trials", id="n-trials", classes="num")
+            yield Select([(p, p) for p in PRESETS], value="throughput", allow_blank=False, id="objective")
+            yield Input("32", placeholder="prompts", id="num-prompts", classes="num")
+            yield Input("8", placeholder="concurrency", id="concurrency", classes="num")
+            yield Input("--max-model-len 512", placeholder="fixed server flags", id="server-flags")
+            yield Button("Start", id="start", variant="success")
+            yield Button("Stop", id="stop", variant="error", disabled=True)
+        yield Label("no study open", id="status")
+        with Horizontal(id="tune-body"):
+            yield TrialsTable(id="trials")
+            yield ParetoChart(id="pareto")
+        with Horizontal(classes="form"):
+            yield Select([(f, f) for f in FORMATS], value="dyno", allow_blank=False, id="format")
+            yield Input(placeholder="export file (default under the results dir)", id="export-path")
+            yield Button("Export", id="export")
+            yield Button("Launch as server", id="launch", variant="primary")
         yield Footer()
+
+    def on_mount(self) -> None:
+        default = self.app.session.results_dir / "dyno-tune.db"
+        self.query_one("#storage", Input).value = f"sqlite:///{default}"
+
+    # -- opening and starting -----------------------------------------------------------------
+
+    def where(self) -> tuple[str, str]:
+        storage = self.query_one("#storage", Input).value.strip()
+        name = self.query_one("#study-name", Input).value.strip()
+        if not storage or not name:
+            raise ValueError("give a storage URL and a study name")
+        return storage, name
+
+    @on(Button.Pressed, "#open")
+    def action_open_study(self) -> None:
+        try:
+            storage, name = self.where()
+        except ValueError as e:
+            self.notify(str(e), severity="error")
+            return
+        self.open_study(storage, name)
+
+    def open_study(self, storage: str, name: str) -> None:
+        def load() -> list[TrialRow]:
+            return trial_rows(open_existing(storage, name))
+
+        self.storage, self.study_name, self.n_trials = storage, name, None
+        self.run_worker(load, thread=True, group="tune-open", exit_on_error=False)
+
+    def plan(self) -> TunePlan:
+        storage, name = self.where()
+        if storage.startswith("sqlite:///"):  # a fresh results dir: the database's folder too
+            Path(storage.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        return TunePlan(name, storage, self.app.session.results_dir / "tune",
+                        positive(self.query_one("#n-trials", Input).value, "trials"),
+                        str(self.query_one("#objective", Select).value),
+                        positive(self.query_one("#num-prompts", Input).value, "prompts"),
+                        concurrency=positive(self.query_one("#concurrency", Input).value, "concurrency"),
+                        server_flags=self.query_one("#server-flags", Input).value)
+
+    @on(Button.Pressed, "#start")
+    def action_start_study(self) -> None:
+        if self.runner is not None:
+            self.notify("a study is already running", severity="warning")
+            return
+        try:
+            plan = self.plan()
+            config = study_config(plan)
+        except SystemExit:  # argparse on a bad server flag: its message went to stderr
+            self.notify("bad server flags: see `dyno serve --help`", severity="error")
+            return
+        except Exception as e:  # noqa: BLE001 - any bad form value is one line, not a crash
+            self.notify(f"cannot start the study: {e}".splitlines()[0], severity="error")
+            return
+        self.start(config)
+
+    def start(self, config) -> None:
+        self.storage, self.study_name, self.n_trials = config.storage, config.study_name, config.n_trials
+        self.runner = TuneRunner(config, self.on_trial)
+        self.set_running(True)
+        self.query_one("#status", Label).update(f"study {config.study_name!r}: starting {config.n_trials} trials")
+        self.app.session.events.add("trial", f"study {config.study_name} started ({config.n_trials} trials)")
+        self.run_worker(self.runner.run, thread=True, group="tune-run", exit_on_error=False)
+
+    def on_trial(self, study, trial) -> None:
+        """Optuna's callback, on the study's thread: rows are read there, shown on the UI's."""
+        rows = trial_rows(study)
+        text = f"trial #{trial.number} {trial.state.name.lower()}"
+        self.app.call_from_thread(self.show_rows, rows)
+        self.app.call_from_thread(self.app.session.events.add, "trial", text)
+
+    @on(Button.Pressed, "#stop")
+    def action_stop_study(self) -> None:
+        if self.runner is not None:
+            self.runner.stop()
+            self.notify("the study stops after the trial in progress")
+
+    def set_running(self, running: bool) -> None:
+        self.query_one("#start", Button).disabled = running
+        self.query_one("#stop", Button).disabled = not running
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        group = event.worker.group
+        if group not in ("tune-open", "tune-run", "tune-export") or event.state not in (
+                WorkerState.SUCCESS, WorkerState.ERROR):
+            return
+        if event.state == WorkerState.ERROR:
+            self.notify(f"{group.removeprefix('tune-')}: {event.worker.error}".splitlines()[0], severity="error")
+        elif group == "tune-open":
+            self.show_rows(event.worker.result)
+        elif group == "tune-run":
+            self.show_rows(trial_rows(event.worker.result))
+        elif group == "tune-export":
+            self.notify(f"wrote {event.worker.result}")
+            self.app.session.events.add("info", f"exported to {event.worker.result}")
+        if group == "tune-run":
+            self.runner = None
+            self.set_running(False)
+
+    # -- showing ------------------------------------------------------------------------------
+
+    def show_rows(self, rows: list[TrialRow]) -> None:
+        self.rows = rows
+        self.query_one(TrialsTable).set_rows(rows)
+        self.query_one(ParetoChart).set_rows(rows)
+        self.query_one("#status", Label).update(self.status_text())
+        current = self.query_one(TrialsTable).current
+        self.query_one(ParetoChart).set_cursor(current.number if current else None)
+
+    def status_text(self) -> str:
+        done = [r for r in self.rows if r.state in ("COMPLETE", "FAIL", "PRUNED")]
+        total = f"/{self.n_trials}" if self.n_trials else ""
+        complete = [r for r in self.rows if r.state == "COMPLETE" and r.values]
+        best = f"best so far: #{max(complete, key=lambda r: r.values[0]).number} " \
+               f"{fmt_number(max(r.values[0] for r in complete))}" if complete else "no complete trial yet"
+        if complete and self.objective_minimizes():
+            top = min(complete, key=lambda r: r.values[0])
+            best = f"best so far: #{top.number} {fmt_number(top.values[0])}"
+        return f"study {self.study_name!r} in {self.storage}: {len(done)}{total} trials finished · {best}"
+
+    def objective_minimizes(self) -> bool:
+        config = self.runner.config if self.runner else None
+        return bool(config and config.objective.directions[0] == "minimize")
+
+    @on(TrialsTable.TrialHighlighted)
+    def follow_table(self, message: TrialsTable.TrialHighlighted) -> None:
+        self.query_one(ParetoChart).set_cursor(message.row.number)
+
+    @on(ParetoChart.CursorMoved)
+    def follow_chart(self, message: ParetoChart.CursorMoved) -> None:
+        self.query_one(TrialsTable).select_trial(message.row.number)
+
+    # -- the selected trial -------------------------------------------------------------------
+
+    def selected(self) -> TrialRow | None:
+        row = self.query_one(TrialsTable).current
+        if row is None:
+            self.notify("no trial selected", severity="error")
+        elif not row.flags:
+            self.notify(f"trial {row.number} never launched a server; pick another", severity="error")
+            return None
+        return row
+
+    def export_path(self, row: TrialRow, fmt: str) -> Path:
+        typed = self.query_one("#export-path", Input).value.strip()
+        if typed:
+            return Path(typed)
+        return self.app.session.results_dir / "exports" / f"{self.study_name}-trial-{row.number}-{SUFFIX[fmt]}"
+
+    @on(Button.Pressed, "#export")
+    def action_export(self) -> None:
+        row = self.selected()
+        if row is None or self.storage is None or self.study_name is None:
+            return
+        fmt = str(self.query_one("#format", Select).value)
+        path = self.export_path(row, fmt)
+        storage, name = self.storage, self.study_name
+        self.run_worker(lambda: export_to_file(storage, name, row.number, fmt, path), thread=True,
+                        group="tune-export", exit_on_error=False)
+
+    @on(Button.Pressed, "#launch")
+    def action_launch(self) -> None:
+        row = self.selected()
+        if row is None:
+            return
+        try:
+            handle = self.app.session.launch(dict(row.flags))
+        except Exception as e:  # noqa: BLE001 - e.g. a replayed session launches nothing
+            self.notify(f"cannot launch: {e}".splitlines()[0], severity="error")
+            return
+        self.app.session.select(handle.id)
+        self.app.session.events.add("trial", f"launched trial #{row.number} of {self.study_name} as {handle.name}",
+                                    handle.id)
+        self.app.switch_to("monitor")
