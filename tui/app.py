@@ -8,6 +8,7 @@ keeps its state while another is shown.
 from __future__ import annotations
 
 import threading
+import time
 from typing import Callable, Iterable
 
 from textual.app import App, SystemCommand
@@ -22,7 +23,10 @@ from tui.screens.quit_confirm import QuitConfirm
 from tui.screens.reports import ReportsScreen
 from tui.screens.servers import ServersScreen
 from tui.screens.tune import TuneScreen
+from tui.scraper import scrape_forever
 from tui.session import Session
+
+REPLAY_TICK_S = 0.25
 
 # name -> (key, title): the order of the keys and of the palette.
 SCREEN_KEYS: dict[str, tuple[str, str]] = {
@@ -46,12 +50,21 @@ class DynoApp(App):
         *(Binding(key, f"switch_to('{name}')", title, key_display=key.upper() if key == "f1" else key)
           for name, (key, title) in SCREEN_KEYS.items()),
         Binding("q", "quit", "Quit"),
+        # replay controls (no-ops in a live session)
+        Binding("space", "replay('toggle')", "Play/pause", show=False),
+        Binding("full_stop", "replay('step')", "Step", show=False),
+        Binding("comma", "replay('back')", "Step back", show=False),
+        Binding("right_square_bracket", "replay('fwd10')", "Seek +10s", show=False),
+        Binding("left_square_bracket", "replay('back10')", "Seek -10s", show=False),
+        Binding("home", "replay('start')", "Start", show=False),
+        Binding("end", "replay('end')", "End", show=False),
         Binding("ctrl+q", "quit", "Quit", show=False, priority=True),
     ]
 
     def __init__(self, session: Session | None = None, first_screen: str = "servers",
-                 replayer=None) -> None:
+                 replayer=None, clock: Callable[[], float] | None = None) -> None:
         super().__init__()
+        self.clock = clock or time.time
         self.session = session or Session()
         self.replayer = replayer  # tui.replay.Replayer when playing back a recording
         self.session.spawn = self._spawn
@@ -61,6 +74,38 @@ class DynoApp(App):
 
     def on_mount(self) -> None:
         self.push_screen(self.first_screen)
+        if self.replayer is not None:
+            self.set_interval(REPLAY_TICK_S, lambda: self.replayer.tick(REPLAY_TICK_S))
+        elif not self.session.is_replay:
+            self.run_worker(scrape_forever(self.session), name="scraper", group="scrape",
+                            exclusive=True, exit_on_error=False)
+
+    def on_unmount(self) -> None:
+        self.session.close()
+
+    def now(self) -> float:
+        """The time the screens draw at: the replay cursor when replaying."""
+        return self.replayer.position if self.replayer is not None else self.clock()
+
+    # -- replay ----------------------------------------------------------------------------
+
+    def action_replay(self, what: str) -> None:
+        rp = self.replayer
+        if rp is None:
+            return
+        moves = {"step": 1.0, "back": -1.0, "fwd10": 10.0, "back10": -10.0}
+        if what == "toggle":
+            rp.toggle()
+        elif what in moves:
+            rp.is_playing = False
+            rp.seek(rp.position + moves[what])
+        elif what == "start":
+            rp.seek(rp.start)
+        elif what == "end":
+            rp.seek(rp.end)
+        refresh = getattr(self.screen, "refresh_view", None)
+        if callable(refresh):
+            refresh()
 
     # -- screens ---------------------------------------------------------------------------
 
@@ -85,6 +130,13 @@ class DynoApp(App):
         for name, (key, title) in SCREEN_KEYS.items():
             yield SystemCommand(f"Go to {title}", f"show the {title} screen (key {key})",
                                 lambda name=name: self.switch_to(name))
+        if self.replayer is not None:
+            for what, title in (("toggle", "Replay: play / pause"), ("step", "Replay: step +1 s"),
+                                ("back", "Replay: step -1 s"), ("fwd10", "Replay: seek +10 s"),
+                                ("back10", "Replay: seek -10 s"), ("start", "Replay: to start"),
+                                ("end", "Replay: to end")):
+                yield SystemCommand(title, "move the replay cursor",
+                                    lambda what=what: self.action_replay(what))
         # Each screen adds its own actions (launch, stop, attach, ...).
         extra = getattr(screen, "palette_commands", None)
         if callable(extra):

@@ -26,6 +26,7 @@ Contract (other screens code against it; keep it stable):
   address, a free port if none) in a worker; returns at once with state "starting".
 - `session.attach(url, api_key=None) -> ServerHandle` (state "starting" until the first
   check, then "ready" or "unreachable"), `session.stop(server_id)`, `session.restart(server_id)`.
+- `session.telemetry` (tui/telemetry.py): server series and the client log, per server id.
 - `session.is_replay`: True when the session plays back a recording (nothing launches then).
 """
 
@@ -43,6 +44,7 @@ from tui import server_manager
 from tui.events import Event, EventLog
 from tui.recording import Record, Recorder
 from tui.slo import SloSet
+from tui.telemetry import Telemetry
 
 STATES = ("starting", "ready", "failed", "stopped", "unreachable")
 LOG_TAIL_LINES = 500
@@ -100,6 +102,7 @@ class Session:
         self._lock = threading.Lock()
         self.recorder = Recorder(recording) if recording is not None else None
         self.is_closed = False  # long-running workers watch this to end with the app
+        self.telemetry = Telemetry(self)  # what the Monitor draws, fed by the records
 
     # -- recording and subscriptions ------------------------------------------------------
 
