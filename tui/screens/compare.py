@@ -1,12 +1,174 @@
-"""Placeholder until the compare screen lands (owned by the other helper)."""
+"""Compare screen: two servers (or two saved result dirs) under the same workload, one after the
+other, their summaries side by side with B - A (absolute and %)."""
 
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from textual import on
 from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Static
+from textual.widgets import Button, DataTable, Footer, Input, Label, Select
+from textual.worker import Worker, WorkerState, get_current_worker
+
+from tui.bench_runner import BenchPlan, BenchRunner, PlanError, result_dir_for
+from tui.bench_summary import KEY_METRICS, fmt
+from tui.compare_table import CompareRow, compare, signed
+from tui.reports_scan import find_result_dirs, read_result_dir
+from tui.screens.bench import int_field
+
+# Latencies: lower is better; everything else in KEY_METRICS: higher is better (but "failed").
+LOWER_IS_BETTER = {k for k, _, _ in KEY_METRICS if k.endswith("_ms")} | {"failed"}
+
+
+@dataclass(frozen=True)
+class Source:
+    """One side: a server (run the workload against it) or a saved result dir (read it)."""
+
+    label: str
+    base_url: str | None = None
+    api_key: str | None = None
+    path: Path | None = None
+
+    def summary(self, plan: BenchPlan | None, results_dir: Path, side: str) -> dict[str, Any]:
+        if self.path is not None:
+            found = read_result_dir(self.path)
+            if found.problem or not found.points:
+                raise ValueError(f"{self.path}: {found.problem or 'no load point in its summary'}")
+            return found.last
+        assert plan is not None and self.base_url
+        runner = BenchRunner(dataclasses.replace(plan, base_url=self.base_url, api_key=self.api_key),
+                             result_dir_for(results_dir, f"compare-{side}"))
+        worker = get_current_worker()
+        result = runner.run()
+        if worker.is_cancelled:
+            raise RuntimeError("cancelled")
+        return result.summary
 
 
 class CompareScreen(Screen):
+    CSS_PATH = "compare.tcss"
+    BINDINGS = [Binding("ctrl+r", "run", "Compare"), Binding("ctrl+f", "refresh_sources", "Refresh lists")]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sources: dict[str, Source] = {}
+        self.rows: list[CompareRow] = []
+
     def compose(self) -> ComposeResult:
-        yield Header()
-        yield Static("compare: coming")
+        with Horizontal(classes="form"):
+            yield Label("A", classes="side")
+            yield Select([], prompt="server or result dir", id="side-a")
+            yield Label("B", classes="side")
+            yield Select([], prompt="server or result dir", id="side-b")
+        with Horizontal(classes="form"):
+            yield Input("128", placeholder="input len", id="input-len", classes="num")
+            yield Input("32", placeholder="output len", id="output-len", classes="num")
+            yield Input("50", placeholder="prompts", id="num-prompts", classes="num")
+            yield Input("4", placeholder="concurrency", id="concurrency", classes="num")
+            yield Button("Compare", id="run", variant="success")
+        yield Label("pick two servers (the same workload runs against each, one after the other) "
+                    "or two saved result dirs", id="compare-status")
+        yield DataTable(id="compare-table", cursor_type="row")
         yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one(DataTable)
+        for title in ("metric", "A", "B", "B - A", "B vs A %"):
+            table.add_column(title, key=title)
+        self.action_refresh_sources()
+
+    def on_screen_resume(self) -> None:
+        self.action_refresh_sources()
+
+    def action_refresh_sources(self) -> None:
+        session = self.app.session
+        sources = {f"server:{s.id}": Source(s.name, s.base_url, s.api_key) for s in session.servers}
+        states = {f"server:{s.id}": f" ({s.state})" for s in session.servers}
+        for found in find_result_dirs(session.results_dir):
+            if found.points:
+                sources[f"dir:{found.path}"] = Source(str(found.path.relative_to(session.results_dir))
+                                                       if found.path.is_relative_to(session.results_dir)
+                                                       else str(found.path), path=found.path)
+        self.set_sources(sources, states)
+
+    def set_sources(self, sources: dict[str, Source], notes: dict[str, str] | None = None) -> None:
+        self.sources = sources
+        options = [(s.label + (notes or {}).get(key, ""), key) for key, s in sources.items()]
+        for select_id in ("#side-a", "#side-b"):
+            select = self.query_one(select_id, Select)
+            keep = select.value
+            select.set_options(options)
+            if keep in sources:
+                select.value = keep
+
+    def chosen(self) -> tuple[Source, Source]:
+        a, b = (self.query_one(i, Select).value for i in ("#side-a", "#side-b"))
+        if a not in self.sources or b not in self.sources:
+            raise PlanError("pick both A and B")
+        return self.sources[a], self.sources[b]
+
+    def plan(self) -> BenchPlan:
+        return BenchPlan("", input_len=int_field(self.query_one("#input-len", Input).value, "input length"),
+                         output_len=int_field(self.query_one("#output-len", Input).value, "output length"),
+                         num_prompts=int_field(self.query_one("#num-prompts", Input).value, "prompts"),
+                         values=(int_field(self.query_one("#concurrency", Input).value, "concurrency"),))
+
+    @on(Button.Pressed, "#run")
+    def action_run(self) -> None:
+        try:
+            a, b = self.chosen()
+            plan = self.plan() if a.base_url or b.base_url else None
+        except (PlanError, ValueError) as e:
+            self.notify(str(e), severity="error")
+            return
+        self.run_compare(a, b, plan)
+
+    def run_compare(self, a: Source, b: Source, plan: BenchPlan | None) -> None:
+        results_dir = self.app.session.results_dir
+        status = self.query_one("#compare-status", Label)
+
+        def work() -> list[CompareRow]:
+            self.app.call_from_thread(status.update, f"A: {a.label} ...")
+            summary_a = a.summary(plan, results_dir, "A")
+            self.app.call_from_thread(status.update, f"B: {b.label} ...")
+            summary_b = b.summary(plan, results_dir, "B")
+            return compare(summary_a, summary_b)
+
+        self.query_one("#run", Button).disabled = True
+        self.labels = (a.label, b.label)
+        self.run_worker(work, thread=True, group="compare", exclusive=True, exit_on_error=False)
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.worker.group != "compare" or event.state not in (WorkerState.SUCCESS, WorkerState.ERROR):
+            return
+        self.query_one("#run", Button).disabled = False
+        status = self.query_one("#compare-status", Label)
+        if event.state == WorkerState.ERROR:
+            text = f"compare failed: {event.worker.error}".splitlines()[0]
+            status.update(text)
+            self.notify(text, severity="error")
+            return
+        self.show(event.worker.result)
+        status.update(f"A = {self.labels[0]}   B = {self.labels[1]}")
+        self.app.session.events.add("bench", f"compared {self.labels[0]} with {self.labels[1]}")
+        self.action_refresh_sources()
+
+    def show(self, rows: list[CompareRow]) -> None:
+        self.rows = rows
+        table = self.query_one(DataTable)
+        table.clear()
+        patterns = {k: p for k, _, p in KEY_METRICS}
+        for r in rows:
+            better = r.diff is not None and r.diff != 0 and ((r.diff < 0) == (r.key in LOWER_IS_BETTER))
+            colour = "green" if better else ("red" if r.diff else "")
+            diff = signed(r.diff, "{:+" + patterns[r.key][2:])
+            pct = signed(r.pct, "{:+.1f}%")
+            table.add_row(r.name, fmt(r.a, patterns[r.key]), fmt(r.b, patterns[r.key]),
+                          f"[{colour}]{diff}[/]" if colour else diff, f"[{colour}]{pct}[/]" if colour else pct,
+                          key=r.key)

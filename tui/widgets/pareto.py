@@ -54,15 +54,15 @@ class ParetoChart(PlotextPlot, can_focus=True):
         plt = self.plt
         plt.clear_data()
         plt.clear_figure()
-        plt.title("throughput vs TTFT p99 (Pareto front in green, cursor ◆)")
+        plt.title("Pareto: green front, red cursor")
         plt.xlabel("TTFT p99 ms")
         plt.ylabel("out tok/s")
         others = [r for r in self.points if r not in self.front]
         if others:
             plt.scatter([r.latency_ms for r in others], [r.throughput for r in others], marker="•", color="blue")
         if self.front:
-            plt.plot([r.latency_ms for r in self.front], [r.throughput for r in self.front], marker="●",
-                     color="green")
+            plt.scatter([r.latency_ms for r in self.front], [r.throughput for r in self.front], marker="●",
+                        color="green")
         cur = self.current
         if cur is not None:
             plt.scatter([cur.latency_ms], [cur.throughput], marker="◆", color="red")
