@@ -51,7 +51,7 @@ def bar_cells(record: RequestRecord, t0: float, t1: float, width: int) -> list[t
     if due is None or sent is None:
         return cells
     stop = end if end is not None else sent
-    for x in range(due, stop + 1):
+    for x in range(due, max(stop, due + 1)):  # a cell is [x, x+1) of the axis; at least one drawn
         if x < sent:
             cells[x] = ("·", "queued")
         elif first is None or x < first:

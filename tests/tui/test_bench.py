@@ -1,0 +1,151 @@
+"""The Bench screen: a run against loadgen's mock server from the form (progress to 100%, the
+timeline's rows, token gaps on Enter, the result dir written as `dyno bench` writes it, every
+request recorded in the session), stopping a run, bad input, and the timeline's drawing."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+from rich.console import Console
+
+from loadgen import RequestRecord, read_summary
+from loadgen.schema import REQUESTS_FILE
+from tests.tui.conftest import wait_until
+from tui.app import DynoApp
+from tui.bench_runner import BenchPlan, PlanError, parse_values
+from tui.session import Session
+from tui.slo import SloSet
+from tui.widgets.request_detail import describe
+from tui.widgets.timeline import RequestTimeline, bar_cells
+
+
+def plain(widget) -> str:
+    """What a Static shows, as text (its content may be a rich renderable)."""
+    console = Console(width=200, record=True, file=io.StringIO())
+    console.print(widget.content)
+    return console.export_text()
+
+
+def record(index: int = 0, ok: bool = True, t0: float = 100.0) -> RequestRecord:
+    """Due at t0, sent 1 s late, first token at +2 s, chunks every 0.5 s, done at +4 s."""
+    return RequestRecord(f"r{index}", "concurrency=1", index, False, scheduled_time=t0, send_time=t0 + 1,
+                         first_token_time=t0 + 2, chunk_times=[t0 + 2, t0 + 2.5, t0 + 3, t0 + 4],
+                         chunk_tokens=[1, 1, 1, 2], end_time=t0 + 4, input_tokens=4, output_tokens=5,
+                         error_kind=None if ok else "http", error=None if ok else "HTTP 500")
+
+
+def test_bar_cells_show_queued_waiting_and_streaming_on_the_run_axis():
+    cells = bar_cells(record(), 100.0, 108.0, 8)  # one cell per second
+    assert "".join(c for c, _ in cells) == "·░██    "
+    assert [p for _, p in cells][:5] == ["queued", "waiting", "streaming", "streaming", ""]
+
+
+def test_token_gaps_split_multi_token_chunks():
+    text = describe(record()).plain
+    # The last chunk carries 2 tokens 1 s after the one before: 2 gaps of 0.5 s, as loadgen's ITL.
+    assert "token gaps (4), ms: min 500.0 max 500.0" in text
+    assert text.endswith(" 500.0  500.0  500.0  500.0")
+    assert "error: HTTP 500" in describe(record(ok=False)).plain
+
+
+def test_form_values_are_checked_before_a_run():
+    assert parse_values("4, 16 64", "concurrency") == (4, 16, 64)
+    assert parse_values("2 inf", "rate") == (2, float("inf"))
+    for text, mode in (("", "concurrency"), ("0", "concurrency"), ("2.5", "concurrency"), ("x", "rate"),
+                       ("0", "rate")):
+        with pytest.raises(PlanError):
+            parse_values(text, mode)
+    plan = BenchPlan("http://x", values=(1, 4), num_prompts=10)
+    assert [p.label for p in plan.points()] == ["concurrency=1", "concurrency=4"]
+    assert plan.total_requests == 20
+
+
+async def attach(pilot, app, url):
+    handle = app.session.attach(url)
+    await wait_until(pilot, lambda: handle.state == "ready", what="the mock server ready")
+    return handle
+
+
+@pytest.mark.asyncio
+async def test_a_bench_runs_to_100_percent_and_is_saved_like_dyno_bench(mock_server, results_dir):
+    session = Session(results_dir=results_dir, slos=SloSet.from_texts(["ttft_p99=10s", "itl_p50=1ms"]))
+    seen = []
+    session.subscribe(lambda kind, payload: seen.append(payload) if kind == "request" else None)
+    app = DynoApp(session, first_screen="bench")
+    async with app.run_test(size=(140, 40)) as pilot:
+        await attach(pilot, app, mock_server.base_url)
+        screen = app.screen
+        screen.show_target()
+        screen.query_one("#num-prompts").value = "12"
+        screen.query_one("#values").value = "4"
+        await pilot.click("#start")
+        await wait_until(pilot, lambda: screen.runner is None and screen.last_result is not None,
+                         what="the bench to finish")
+        assert screen.query_one("#progress").percentage == 1.0
+        timeline = screen.query_one(RequestTimeline)
+        assert len(timeline.records) == 12 and all(r.ok for r in timeline.records)
+        timeline.focus()
+        await pilot.press("down", "enter")
+        await pilot.pause()
+        shown = plain(screen.query_one("#detail"))
+        assert f"request #{timeline.records[1].index}" in shown and "token gaps (7)" in shown
+        summary_text = plain(screen.query_one("#summary"))
+    # Saved as `dyno bench --result-dir` saves: summary.json, requests.jsonl, summary.csv, points/.
+    (run_dir,) = [p for p in results_dir.iterdir() if p.name.startswith("bench-")]
+    summary = read_summary(run_dir)
+    assert [p["completed"] for p in summary["points"]] == [12]
+    assert summary["points"][0]["point"] == "concurrency=4"
+    assert len((run_dir / REQUESTS_FILE).read_text().splitlines()) == 12
+    assert (run_dir / "summary.csv").exists() and (run_dir / "points" / "concurrency-4.json").exists()
+    assert f"saved in {run_dir}" in summary_text.replace("\n", "")
+    # The session SLOs: ttft p99 under 10 s holds, itl p50 under 1 ms does not (mock ITL 5 ms).
+    assert "ttft_p99" in summary_text and "PASS" in summary_text and "FAIL" in summary_text
+    assert summary["points"][0]["slos"]  # passed to loadgen: goodput counted
+    # Every finished request went through session.record with the run id.
+    assert len(seen) == 12 and {p["run_id"] for p in seen} == {summary["run_id"]}
+    assert json.loads(json.dumps(seen[0]))["request_id"].startswith(summary["run_id"])
+
+
+@pytest.mark.asyncio
+async def test_stop_ends_a_run_early_and_keeps_what_finished(mock_server, results_dir):
+    app = DynoApp(Session(results_dir=results_dir), first_screen="bench")
+    async with app.run_test(size=(140, 40)) as pilot:
+        await attach(pilot, app, mock_server.base_url)
+        screen = app.screen
+        screen.query_one("#num-prompts").value = "400"
+        screen.query_one("#values").value = "1"
+        await pilot.click("#start")
+        await wait_until(pilot, lambda: screen.done >= 3, what="three requests")
+        await pilot.click("#stop")
+        await wait_until(pilot, lambda: screen.runner is None, what="the run to stop")
+        assert screen.last_result.stopped
+        assert 3 <= screen.done < 400
+        assert screen.query_one("#progress").percentage < 1.0
+        assert "stopped early" in plain(screen.query_one("#summary"))
+    (run_dir,) = results_dir.iterdir()
+    assert read_summary(run_dir)["points"][0]["completed"] == screen.done
+
+
+@pytest.mark.asyncio
+async def test_bad_input_is_a_one_line_error_not_a_crash(results_dir):
+    app = DynoApp(Session(results_dir=results_dir), first_screen="bench")
+    async with app.run_test(size=(140, 40)) as pilot:
+        screen = app.screen
+        await pilot.click("#start")  # no server selected
+        await pilot.pause()
+        assert screen.runner is None
+        app.session.attach("http://127.0.0.1:9")  # nothing listens there
+        screen.query_one("#num-prompts").value = "abc"
+        await pilot.click("#start")
+        await pilot.pause()
+        assert screen.runner is None
+        messages = [n.message for n in app._notifications]
+        assert any("no server selected" in m for m in messages)
+        assert any("prompts per point 'abc'" in m for m in messages)
+        screen.query_one("#num-prompts").value = "5"
+        await pilot.press("ctrl+r")  # unreachable: the worker fails, the screen says why
+        await wait_until(pilot, lambda: screen.runner is None, what="the failed run")
+        await pilot.pause()
+        assert "bench failed" in plain(screen.query_one("#summary"))
