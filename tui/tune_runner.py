@@ -4,6 +4,8 @@ for the table and the Pareto chart; export of a trial as `dyno export` writes it
 
 from __future__ import annotations
 
+import contextlib
+import io
 import math
 import shlex
 import threading
@@ -45,13 +47,26 @@ def study_config(plan: TunePlan) -> StudyConfig:
     """What `dyno tune` builds from its flags; bad server flags raise the engine's own errors."""
     if plan.objective not in PRESETS:
         raise ValueError(f"objective {plan.objective!r}: choose one of {', '.join(PRESETS)}")
-    fixed = fixed_flags(shlex.split(plan.server_flags), None)
+    fixed = server_flags(plan.server_flags)
     bench = BenchConfig(dataset=DatasetConfig(input_len=f"fixed:{plan.input_len}",
                                               output_len=f"fixed:{plan.output_len}", seed=plan.seed),
                         points=(LoadPoint(concurrency=plan.concurrency),), num_prompts=plan.num_prompts,
                         warmup=2, seed=plan.seed, scrape_interval_s=1.0, request_timeout_s=120.0)
     return StudyConfig(plan.study_name, plan.storage, default_space(fixed), make_objective(plan.objective, [], ()),
                        bench, plan.result_dir, plan.n_trials, seed=plan.seed)
+
+
+def server_flags(text: str) -> dict[str, Any]:
+    """Fixed server flags through the engine's own parser; argparse's complaint (written to
+    stderr, which would scribble over the dashboard) becomes a one-line ValueError."""
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err):
+            return fixed_flags(shlex.split(text), None)
+    except SystemExit:
+        lines = [ln for ln in err.getvalue().splitlines() if ln.strip()]
+        reason = lines[-1].split("error: ", 1)[-1] if lines else "see `dyno serve --help`"
+        raise ValueError(f"server flags: {reason}") from None
 
 
 @dataclass

@@ -117,9 +117,6 @@ class TuneScreen(Screen):
         try:
             plan = self.plan()
             config = study_config(plan)
-        except SystemExit:  # argparse on a bad server flag: its message went to stderr
-            self.notify("bad server flags: see `dyno serve --help`", severity="error")
-            return
         except Exception as e:  # noqa: BLE001 - any bad form value is one line, not a crash
             self.notify(f"cannot start the study: {e}".splitlines()[0], severity="error")
             return
