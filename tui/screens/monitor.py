@@ -51,7 +51,7 @@ class MonitorScreen(Screen):
 
     def compose(self) -> ComposeResult:
         yield Header()
-        yield Label("", id="mon-head")
+        yield Label("", id="mon-head", markup=False)
         yield Verdict(id="mon-verdict")
         yield Label("", id="replay-bar")
         with VerticalScroll(id="mon-body"):

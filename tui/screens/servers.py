@@ -4,6 +4,7 @@ are searched (loadgen.discovery) and what answers is offered for attaching."""
 
 from __future__ import annotations
 
+from rich.text import Text
 from textual import work
 from textual.app import ComposeResult, SystemCommand
 from textual.binding import Binding
@@ -85,7 +86,7 @@ class ServersScreen(Screen):
         table.clear()
         for s in servers:
             style = STATE_STYLES.get(s.state, "")
-            table.add_row(s.id, s.name, f"[{style}]{s.state}[/]",
+            table.add_row(s.id, s.name, Text(s.state, style=style),
                           uptime(s.uptime_s(now)) if s.state in ("starting", "ready") else "—",
                           s.model or "?", str(s.port or "—"),
                           "launched" if s.launched else "attached", key=s.id)
