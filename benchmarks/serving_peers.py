@@ -19,9 +19,9 @@ Peers (../shared/peers.md sets them up):
   vllm          venv from --vllm-venv, else $DYNO_PEER_VLLM, else ~/.cache/dyno-peers/vllm. It
                 serves the default model as a Hugging Face directory (--hf-dir), which
                 ../shared/peers/smollm2-to-hf.py writes once with the venv's python.
-  llamacpp      a python with llama_cpp.server, from --llamacpp-python or $DYNO_PEER_LLAMACPP;
-                serves the GGUF file dyno's default model comes from. One request at a time:
-                it gets the same workloads all the same.
+  llamacpp      a python with llama_cpp.server, from --llamacpp-python, else $DYNO_PEER_LLAMACPP,
+                else ~/.cache/dyno-peers/llamacpp/bin/python. It serves the GGUF file dyno's
+                default model comes from, one request at a time: same workloads all the same.
   transformers  only with --transformers: `transformers serve` beside --transformers-python
                 (default: this python). It refuses ignore_eos and stream_options, so its
                 requests go without them, may stop at EOS, and are counted with the tokenizer.
@@ -111,12 +111,9 @@ def vllm_server(a: argparse.Namespace, port: int) -> Server:
 
 
 def llamacpp_server(a: argparse.Namespace, port: int) -> Server:
-    if not a.llamacpp_python:
-        return Server("llamacpp", skipped="not installed: no python given (--llamacpp-python or "
-                                          "$DYNO_PEER_LLAMACPP) with llama_cpp.server")
     python = Path(a.llamacpp_python).expanduser()
     if not python.exists():
-        return Server("llamacpp", skipped=f"not installed: no {python}")
+        return Server("llamacpp", skipped=f"not installed: no {python} (--llamacpp-python or $DYNO_PEER_LLAMACPP)")
     if not has_module(python, "llama_cpp.server"):
         return Server("llamacpp", skipped=f"not installed: {python} cannot import llama_cpp.server")
     from engine.model_source import cache_root, default_gguf
@@ -274,6 +271,14 @@ def _num(value: float | None, fmt: str = ".1f") -> str:
     return "–" if value is None else format(value, fmt)
 
 
+def _speed_cell(engine: dict[str, Any], r: dict[str, Any] | None) -> str:
+    if r is None:
+        return "–"
+    if engine["name"] == "dyno" or r.get("ratio_to_dyno") is None:
+        return f"{r['output_throughput']:.1f}"
+    return f"{r['output_throughput']:.1f} ({r['ratio_to_dyno']:.2f}× dyno)"
+
+
 def markdown(data: dict[str, Any]) -> str:
     names = data["workloads"]
     labels = [WORKLOADS[n].label for n in names]
@@ -284,23 +289,16 @@ def markdown(data: dict[str, Any]) -> str:
              "| engine | status | start-up s | peak RSS MiB | " + " | ".join(labels) + " |",
              "| --- | --- | --- | --- | " + " | ".join("---" for _ in names) + " |"]
     for e in data["engines"]:
-        cells = []
-        for n in names:
-            r = e.get("results", {}).get(n)
-            if r is None:
-                cells.append("–")
-                continue
-            ratio = "" if e["name"] == "dyno" or r.get("ratio_to_dyno") is None else f" ({r['ratio_to_dyno']:.2f}× dyno)"
-            cells.append(f"{r['output_throughput']:.1f}{ratio}")
-        lines.append(f"| {e['name']} | {_cell(e['status'])} | {_num(e.get('startup_s'))} | {_num(e.get('peak_rss_mb'), '.0f')} | "
-                     + " | ".join(cells) + " |")
-    lines += ["", "| engine | workload | tok/s | × dyno | mean TTFT ms | median TTFT ms | median TPOT ms | ok / failed |",
-              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+        cells = [_speed_cell(e, e.get("results", {}).get(n)) for n in names]
+        lines.append(f"| {e['name']} | {_cell(e['status'])} | {_num(e.get('startup_s'))} | "
+                     f"{_num(e.get('peak_rss_mb'), '.0f')} | " + " | ".join(cells) + " |")
+    lines += ["", "| engine | workload | tok/s | × dyno | mean TTFT ms | median TTFT ms | median TPOT ms "
+              "| ok / failed |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for e in data["engines"]:
         for n, r in e.get("results", {}).items():
             lines.append(f"| {e['name']} | {WORKLOADS[n].label} | {r['output_throughput']:.1f} | "
-                         f"{_num(r.get('ratio_to_dyno'), '.2f')} | {r['mean_ttft_ms']:.0f} | {r['median_ttft_ms']:.0f} | "
-                         f"{r['median_tpot_ms']:.1f} | {r['completed']} / {r['failed']} |")
+                         f"{_num(r.get('ratio_to_dyno'), '.2f')} | {r['mean_ttft_ms']:.0f} | "
+                         f"{r['median_ttft_ms']:.0f} | {r['median_tpot_ms']:.1f} | {r['completed']} / {r['failed']} |")
     notes = [f"- {e['name']}: {e['note']}" for e in data["engines"] if e.get("note")]
     return "\n".join(lines + ([""] + notes if notes else [])) + "\n"
 
@@ -378,7 +376,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--vllm-kvcache-gb", type=float, default=4, help="VLLM_CPU_KVCACHE_SPACE")
     p.add_argument("--hf-dir", default="~/.cache/dyno-peers/smollm2-hf",
                    help="the default model as a Hugging Face directory (written once when missing)")
-    p.add_argument("--llamacpp-python", default=os.environ.get("DYNO_PEER_LLAMACPP"))
+    p.add_argument("--llamacpp-python", default=os.environ.get("DYNO_PEER_LLAMACPP",
+                                                               "~/.cache/dyno-peers/llamacpp/bin/python"),
+                   help="a python with llama_cpp.server (llama-cpp-python[server])")
     p.add_argument("--llamacpp-flags", default="", help="extra llama_cpp.server flags, one string")
     p.add_argument("--transformers-python", default=os.environ.get("DYNO_PEER_TRANSFORMERS", sys.executable))
     p.add_argument("--transformers-flags", default="")

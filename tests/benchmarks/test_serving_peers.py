@@ -34,12 +34,11 @@ def mock(sp, name: str, itl_ms: float):
 def test_skipped_peers_say_what_was_looked_for(sp, tmp_path):
     a = sp.make_parser().parse_args(["--vllm-venv", str(tmp_path / "novenv"), "--transformers-python",
                                      str(tmp_path / "nopy" / "python")])
-    a.llamacpp_python = None
-    vllm = sp.vllm_server(a, 1)
-    assert vllm.skipped == f"not installed: no {tmp_path / 'novenv' / 'bin' / 'python'} (--vllm-venv or $DYNO_PEER_VLLM)"
-    assert "llama_cpp.server" in sp.llamacpp_server(a, 1).skipped
+    venv_python = tmp_path / "novenv" / "bin" / "python"
+    assert sp.vllm_server(a, 1).skipped == f"not installed: no {venv_python} (--vllm-venv or $DYNO_PEER_VLLM)"
     a.llamacpp_python = str(tmp_path / "nope")
-    assert sp.llamacpp_server(a, 1).skipped == f"not installed: no {tmp_path / 'nope'}"
+    assert sp.llamacpp_server(a, 1).skipped == (f"not installed: no {tmp_path / 'nope'} "
+                                                "(--llamacpp-python or $DYNO_PEER_LLAMACPP)")
     a.llamacpp_python = sys.executable  # a python without llama_cpp
     assert sp.llamacpp_server(a, 1).skipped == f"not installed: {sys.executable} cannot import llama_cpp.server"
     assert sp.transformers_server(a, 1).skipped == f"not installed: no {tmp_path / 'nopy' / 'transformers'}"
