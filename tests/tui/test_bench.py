@@ -149,3 +149,28 @@ async def test_bad_input_is_a_one_line_error_not_a_crash(results_dir):
         await wait_until(pilot, lambda: screen.runner is None, what="the failed run")
         await pilot.pause()
         assert "bench failed" in plain(screen.query_one("#summary"))
+
+
+def test_snapshot_bench_screen(snap_compare, monkeypatch, tmp_path):
+    """A finished run drawn from fixed records: timeline, one request's gaps, the summary."""
+    from loadgen import BenchResult, LoadPoint, PointResult, summarize
+
+    monkeypatch.chdir(tmp_path)
+    t0 = 1_800_000_000.0
+    records = [record(i, ok=i != 3, t0=t0 + 0.5 * i) for i in range(8)]
+    summary = summarize(records, ()) | {"point": "concurrency=2"}
+    result = BenchResult({}, [PointResult(LoadPoint(concurrency=2), summary, records)],
+                         result_dir=tmp_path.joinpath("results", "bench-x").relative_to(tmp_path))
+
+    async def fill(pilot) -> None:
+        screen = pilot.app.screen
+        screen.total, screen.done = 8, 8
+        screen.query_one("#progress").update(total=8, progress=8)
+        screen.query_one(RequestTimeline).add(records)
+        screen.query_one("#detail").show(records[1])
+        screen.finished(result, None)
+        screen.query_one(RequestTimeline).focus()
+        await pilot.pause()
+
+    app = DynoApp(Session(results_dir="results"), first_screen="bench")
+    assert snap_compare(app, terminal_size=(140, 36), run_before=fill)

@@ -89,3 +89,21 @@ async def test_bad_choices_are_a_one_line_error(results_dir):
         await pilot.pause()
         assert any("pick both A and B" in n.message for n in app._notifications)
         assert not screen.rows
+
+
+def test_snapshot_compare_screen(snap_compare, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    saved_run(tmp_path / "results" / "old", 100.0, 40.0)
+    saved_run(tmp_path / "results" / "new", 125.0, 30.0)
+
+    async def fill(pilot) -> None:
+        screen = pilot.app.screen
+        screen.query_one("#side-a").value = "dir:results/old"
+        screen.query_one("#side-b").value = "dir:results/new"
+        screen.action_run()
+        await wait_until(pilot, lambda: screen.rows, what="the comparison")
+        screen.query_one("#compare-table").focus()
+        await pilot.pause()
+
+    app = DynoApp(Session(results_dir="results"), first_screen="compare")
+    assert snap_compare(app, terminal_size=(120, 30), run_before=fill)

@@ -72,3 +72,23 @@ async def test_a_typed_path_is_scanned_and_a_missing_one_is_an_error(filled, tmp
 
 def test_only_optuna_databases_and_journals_count_as_storages(filled):
     assert [s.studies for s in find_storages(filled)] == [["s1"]]
+
+
+def test_snapshot_reports_screen(snap_compare, monkeypatch, tmp_path):
+    from loadgen import write_json
+    from loadgen.schema import SCHEMA_VERSION, SUMMARY_FILE
+
+    monkeypatch.chdir(tmp_path)
+    write_json(tmp_path / "results" / "bench-a" / SUMMARY_FILE, {"schema_version": SCHEMA_VERSION, "points": [
+        {"point": "concurrency=4", "completed": 40, "output_throughput": 321.5}]})
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    optuna.create_study(storage="sqlite:///results/dyno-tune.db", study_name="s1")
+
+    async def fill(pilot) -> None:
+        screen = pilot.app.screen
+        await wait_until(pilot, lambda: screen.targets, what="the scan")
+        screen.query_one("#found").focus()
+        await pilot.pause()
+
+    app = DynoApp(Session(results_dir="results"), first_screen="reports")
+    assert snap_compare(app, terminal_size=(120, 24), run_before=fill)

@@ -159,3 +159,22 @@ async def test_a_tiny_study_started_from_the_form_fills_the_table(results_dir, m
         assert len(screen.query_one(TrialsTable).rows_shown) == 2
         assert sum(e.kind == "trial" for e in app.session.events.all()) >= 3  # started + 2 trials
     assert (results_dir / "dyno-tune.db").exists()
+
+
+def test_snapshot_tune_screen(snap_compare, hand_study, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+
+    async def fill(pilot) -> None:
+        screen = pilot.app.screen
+        screen.query_one("#storage").value = "sqlite:///study.db"
+        screen.query_one("#study-name").value = "hand"
+        screen.action_open_study()
+        await wait_until(pilot, lambda: len(screen.rows) == 5, what="the study's trials")
+        table = screen.query_one(TrialsTable)
+        table.focus()
+        table.sort_by("throughput")
+        table.select_trial(2)
+        await pilot.pause()
+
+    app = DynoApp(Session(results_dir="results"), first_screen="tune")
+    assert snap_compare(app, terminal_size=(140, 36), run_before=fill)

@@ -54,7 +54,6 @@ class ParetoChart(PlotextPlot, can_focus=True):
         plt = self.plt
         plt.clear_data()
         plt.clear_figure()
-        plt.title("Pareto: green front, red cursor")
         plt.xlabel("TTFT p99 ms")
         plt.ylabel("out tok/s")
         others = [r for r in self.points if r not in self.front]
@@ -66,5 +65,8 @@ class ParetoChart(PlotextPlot, can_focus=True):
         cur = self.current
         if cur is not None:
             plt.scatter([cur.latency_ms], [cur.throughput], marker="◆", color="red")
-            plt.text(f" #{cur.number}", cur.latency_ms, cur.throughput, color="red")
+        # The title names the cursor's trial: a text label on the plot would hide its neighbours.
+        where = (f"cursor ◆ #{cur.number}: {cur.throughput:.1f} tok/s at {cur.latency_ms:.1f} ms"
+                 if cur is not None else "cursor: none")
+        plt.title(f"Pareto front ● · {where}")
         self.refresh()
