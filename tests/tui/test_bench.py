@@ -133,12 +133,12 @@ async def test_bad_input_is_a_one_line_error_not_a_crash(results_dir):
     app = DynoApp(Session(results_dir=results_dir), first_screen="bench")
     async with app.run_test(size=(140, 40)) as pilot:
         screen = app.screen
-        await pilot.click("#start")  # no server selected
+        await pilot.press("ctrl+r")  # no server selected
         await pilot.pause()
         assert screen.runner is None
         app.session.attach("http://127.0.0.1:9")  # nothing listens there
         screen.query_one("#num-prompts").value = "abc"
-        await pilot.click("#start")
+        await pilot.press("ctrl+r")
         await pilot.pause()
         assert screen.runner is None
         messages = [n.message for n in app._notifications]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from rich.console import Group
 from textual import on
-from textual.app import ComposeResult
+from textual.app import ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
@@ -75,6 +75,17 @@ class BenchScreen(Screen):
 
     def on_screen_resume(self) -> None:
         self.show_target()
+
+    def on_unmount(self) -> None:
+        # The run is a thread: the app's exit would wait for it to finish on its own.
+        if self.runner is not None:
+            self.runner.stop("the dashboard is closing")
+
+    def palette_commands(self):
+        yield SystemCommand("Bench: start", "run the workload against the selected server", self.action_start)
+        yield SystemCommand("Bench: stop", "cancel the requests in flight, keep what finished", self.action_stop)
+        yield SystemCommand("Bench: timeline", "focus the per-request timeline (Enter: token gaps)",
+                            self.action_focus_timeline)
 
     def on_mount(self) -> None:
         self.show_target()

@@ -9,12 +9,12 @@ from pathlib import Path
 from typing import Any
 
 from textual import on
-from textual.app import ComposeResult
+from textual.app import ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.screen import Screen
 from textual.widgets import Button, DataTable, Footer, Input, Label, Select
-from textual.worker import Worker, WorkerState, get_current_worker
+from textual.worker import Worker, WorkerState
 
 from tui.bench_runner import BenchPlan, BenchRunner, PlanError, result_dir_for
 from tui.bench_summary import KEY_METRICS, fmt
@@ -35,7 +35,8 @@ class Source:
     api_key: str | None = None
     path: Path | None = None
 
-    def summary(self, plan: BenchPlan | None, results_dir: Path, side: str) -> dict[str, Any]:
+    def summary(self, plan: BenchPlan | None, results_dir: Path, side: str,
+                runners: list[BenchRunner]) -> dict[str, Any]:
         if self.path is not None:
             found = read_result_dir(self.path)
             if found.problem or not found.points:
@@ -44,10 +45,10 @@ class Source:
         assert plan is not None and self.base_url
         runner = BenchRunner(dataclasses.replace(plan, base_url=self.base_url, api_key=self.api_key),
                              result_dir_for(results_dir, f"compare-{side}"))
-        worker = get_current_worker()
+        runners.append(runner)  # so the screen can stop it
         result = runner.run()
-        if worker.is_cancelled:
-            raise RuntimeError("cancelled")
+        if result.stopped:
+            raise RuntimeError(f"{side} stopped early: {result.stopped}")
         return result.summary
 
 
@@ -58,6 +59,7 @@ class CompareScreen(Screen):
     def __init__(self) -> None:
         super().__init__()
         self.sources: dict[str, Source] = {}
+        self.runners: list[BenchRunner] = []
         self.rows: list[CompareRow] = []
 
     def compose(self) -> ComposeResult:
@@ -85,6 +87,14 @@ class CompareScreen(Screen):
 
     def on_screen_resume(self) -> None:
         self.action_refresh_sources()
+
+    def on_unmount(self) -> None:
+        for runner in self.runners:  # threads: the app's exit would wait for them
+            runner.stop("the dashboard is closing")
+
+    def palette_commands(self):
+        yield SystemCommand("Compare: run", "the same workload against A then B", self.action_run)
+        yield SystemCommand("Compare: refresh lists", "servers and saved result dirs", self.action_refresh_sources)
 
     def action_refresh_sources(self) -> None:
         session = self.app.session
@@ -135,9 +145,9 @@ class CompareScreen(Screen):
 
         def work() -> list[CompareRow]:
             self.app.call_from_thread(status.update, f"A: {a.label} ...")
-            summary_a = a.summary(plan, results_dir, "A")
+            summary_a = a.summary(plan, results_dir, "A", self.runners)
             self.app.call_from_thread(status.update, f"B: {b.label} ...")
-            summary_b = b.summary(plan, results_dir, "B")
+            summary_b = b.summary(plan, results_dir, "B", self.runners)
             return compare(summary_a, summary_b)
 
         self.query_one("#run", Button).disabled = True
@@ -148,6 +158,7 @@ class CompareScreen(Screen):
         if event.worker.group != "compare" or event.state not in (WorkerState.SUCCESS, WorkerState.ERROR):
             return
         self.query_one("#run", Button).disabled = False
+        self.runners.clear()
         status = self.query_one("#compare-status", Label)
         if event.state == WorkerState.ERROR:
             text = f"compare failed: {event.worker.error}".splitlines()[0]

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from textual import on
-from textual.app import ComposeResult
+from textual.app import ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.screen import Screen
@@ -61,6 +61,11 @@ class ReportsScreen(Screen):
 
     def on_screen_resume(self) -> None:
         self.action_scan()
+
+    def palette_commands(self):
+        yield SystemCommand("Reports: rescan", "look for result dirs and studies again", self.action_scan)
+        yield SystemCommand("Reports: build report", "of the highlighted run or study", self.action_build)
+        yield SystemCommand("Reports: open report", "in the system viewer", self.action_open_report)
 
     @on(Button.Pressed, "#scan")
     @on(Input.Submitted, "#scan-path")

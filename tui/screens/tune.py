@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from textual import on
-from textual.app import ComposeResult
+from textual.app import ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.screen import Screen
@@ -68,6 +68,18 @@ class TuneScreen(Screen):
             yield Button("Export", id="export")
             yield Button("Launch as server", id="launch", variant="primary")
         yield Footer()
+
+    def on_unmount(self) -> None:
+        if self.runner is not None:  # a thread: the app's exit would wait for the whole study
+            self.runner.stop()
+
+    def palette_commands(self):
+        yield SystemCommand("Tune: open study", "load a study from the storage URL", self.action_open_study)
+        yield SystemCommand("Tune: start study", "run trials as dyno tune does", self.action_start_study)
+        yield SystemCommand("Tune: stop study", "stop after the trial in progress", self.action_stop_study)
+        yield SystemCommand("Tune: export trial", "write the selected trial in the chosen format",
+                            self.action_export)
+        yield SystemCommand("Tune: launch trial as server", "start it and show its monitor", self.action_launch)
 
     def on_mount(self) -> None:
         default = self.app.session.results_dir / "dyno-tune.db"
