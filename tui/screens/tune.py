@@ -14,6 +14,8 @@ from textual.screen import Screen
 from textual.widgets import Button, Footer, Input, Label, Select
 from textual.worker import Worker, WorkerState
 
+from optuna.study import StudyDirection
+
 from tuner import PRESETS
 from tui.tune_runner import (FORMATS, SUFFIX, TrialRow, TunePlan, TuneRunner, export_to_file, fmt_number,
                              open_existing, study_config, trial_rows)
@@ -31,6 +33,9 @@ def positive(value: str, name: str) -> int:
     return number
 
 
+POLL_S = 2.0  # how often a running study's trials are re-read (one SQLite read, off the UI thread)
+
+
 class TuneScreen(Screen):
     CSS_PATH = "tune.tcss"
     BINDINGS = [Binding("ctrl+o", "open_study", "Open"), Binding("ctrl+r", "start_study", "Start"),
@@ -44,6 +49,8 @@ class TuneScreen(Screen):
         self.runner: TuneRunner | None = None
         self.rows: list[TrialRow] = []
         self.n_trials: int | None = None
+        self._poll = None
+        self.minimize = False  # the first objective's direction: which trial is "best so far"
 
     def compose(self) -> ComposeResult:
         with Horizontal(classes="form"):
@@ -105,7 +112,9 @@ class TuneScreen(Screen):
 
     def open_study(self, storage: str, name: str) -> None:
         def load() -> list[TrialRow]:
-            return trial_rows(open_existing(storage, name))
+            study = open_existing(storage, name)
+            self.minimize = study.directions[0] == StudyDirection.MINIMIZE
+            return trial_rows(study)
 
         self.storage, self.study_name, self.n_trials = storage, name, None
         self.run_worker(load, thread=True, group="tune-open", exit_on_error=False)
@@ -136,11 +145,19 @@ class TuneScreen(Screen):
 
     def start(self, config) -> None:
         self.storage, self.study_name, self.n_trials = config.storage, config.study_name, config.n_trials
+        self.minimize = config.objective.directions[0] == "minimize"
         self.runner = TuneRunner(config, self.on_trial)
         self.set_running(True)
         self.query_one("#status", Label).update(f"study {config.study_name!r}: starting {config.n_trials} trials")
         self.app.session.events.add("trial", f"study {config.study_name} started ({config.n_trials} trials)")
         self.run_worker(self.runner.run, thread=True, group="tune-run", exit_on_error=False)
+        self._poll = self.set_interval(POLL_S, self.poll)
+
+    def poll(self) -> None:
+        """While a study runs: the trial in progress (RUNNING) shows too, read off the UI thread."""
+        storage, name = self.storage, self.study_name
+        self.run_worker(lambda: trial_rows(open_existing(storage, name)), thread=True, group="tune-poll",
+                        exclusive=True, exit_on_error=False)
 
     def on_trial(self, study, trial) -> None:
         """Optuna's callback, on the study's thread: rows are read there, shown on the UI's."""
@@ -161,8 +178,12 @@ class TuneScreen(Screen):
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         group = event.worker.group
-        if group not in ("tune-open", "tune-run", "tune-export") or event.state not in (
+        if group not in ("tune-open", "tune-run", "tune-export", "tune-poll") or event.state not in (
                 WorkerState.SUCCESS, WorkerState.ERROR):
+            return
+        if group == "tune-poll":  # the study may not exist yet on the first poll: not an error
+            if event.state == WorkerState.SUCCESS and self.runner is not None:
+                self.show_rows(event.worker.result)
             return
         if event.state == WorkerState.ERROR:
             self.notify(f"{group.removeprefix('tune-')}: {event.worker.error}".splitlines()[0], severity="error")
@@ -175,6 +196,7 @@ class TuneScreen(Screen):
             self.app.session.events.add("info", f"exported to {event.worker.result}")
         if group == "tune-run":
             self.runner = None
+            self._poll.stop()
             self.set_running(False)
 
     # -- showing ------------------------------------------------------------------------------
@@ -190,17 +212,15 @@ class TuneScreen(Screen):
     def status_text(self) -> str:
         done = [r for r in self.rows if r.state in ("COMPLETE", "FAIL", "PRUNED")]
         total = f"/{self.n_trials}" if self.n_trials else ""
+        running = [r.number for r in self.rows if r.state == "RUNNING"]
         complete = [r for r in self.rows if r.state == "COMPLETE" and r.values]
-        best = f"best so far: #{max(complete, key=lambda r: r.values[0]).number} " \
-               f"{fmt_number(max(r.values[0] for r in complete))}" if complete else "no complete trial yet"
-        if complete and self.objective_minimizes():
-            top = min(complete, key=lambda r: r.values[0])
+        best = "no complete trial yet"
+        if complete:
+            pick = min if self.minimize else max
+            top = pick(complete, key=lambda r: r.values[0])
             best = f"best so far: #{top.number} {fmt_number(top.values[0])}"
-        return f"study {self.study_name!r} in {self.storage}: {len(done)}{total} trials finished · {best}"
-
-    def objective_minimizes(self) -> bool:
-        config = self.runner.config if self.runner else None
-        return bool(config and config.objective.directions[0] == "minimize")
+        now = f" · trial #{running[0]} running" if running else ""
+        return f"study {self.study_name!r} in {self.storage}: {len(done)}{total} trials finished{now} · {best}"
 
     @on(TrialsTable.TrialHighlighted)
     def follow_table(self, message: TrialsTable.TrialHighlighted) -> None:
