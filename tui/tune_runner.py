@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 
 from loadgen import BenchConfig, DatasetConfig, LoadPoint
 from tuner import PRESETS, StudyConfig, default_space, load_study, make_objective, run_study
