@@ -50,6 +50,21 @@ def test_token_gaps_split_multi_token_chunks():
     assert "error: HTTP 500" in describe(record(ok=False)).plain
 
 
+def test_runner_rate_and_sweep_points(mock_server, tmp_path):
+    """Open-loop rates and a sweep (synchronous, throughput, then rates between) through the runner."""
+    from tui.bench_runner import BenchRunner
+
+    plan = BenchPlan(mock_server.base_url, input_len=8, output_len=4, num_prompts=4, mode="rate", values=(50,))
+    result = BenchRunner(plan, tmp_path / "rate").run()
+    assert [p.summary["point"] for p in result.points] == ["rate=50"]
+    plan = BenchPlan(mock_server.base_url, input_len=8, output_len=4, num_prompts=4, mode="sweep", sweep_points=3)
+    result = BenchRunner(plan, tmp_path / "sweep").run()
+    labels = [p.summary["point"] for p in result.points]
+    assert len(labels) == plan.num_points == 3
+    assert labels[:2] == ["concurrency=1", "rate=inf"] and labels[2].startswith("rate=")
+    assert read_summary(tmp_path / "sweep")["sweep"]["rates"]
+
+
 def test_form_values_are_checked_before_a_run():
     assert parse_values("4, 16 64", "concurrency") == (4, 16, 64)
     assert parse_values("2 inf", "rate") == (2, float("inf"))
@@ -75,7 +90,7 @@ async def test_a_bench_runs_to_100_percent_and_is_saved_like_dyno_bench(mock_ser
     session.subscribe(lambda kind, payload: seen.append(payload) if kind == "request" else None)
     app = DynoApp(session, first_screen="bench")
     async with app.run_test(size=(140, 40)) as pilot:
-        await attach(pilot, app, mock_server.base_url)
+        handle = await attach(pilot, app, mock_server.base_url)
         screen = app.screen
         screen.show_target()
         screen.query_one("#num-prompts").value = "12"
@@ -105,6 +120,7 @@ async def test_a_bench_runs_to_100_percent_and_is_saved_like_dyno_bench(mock_ser
     assert summary["points"][0]["slos"]  # passed to loadgen: goodput counted
     # Every finished request went through session.record with the run id.
     assert len(seen) == 12 and {p["run_id"] for p in seen} == {summary["run_id"]}
+    assert {p["server_id"] for p in seen} == {handle.id}
     assert json.loads(json.dumps(seen[0]))["request_id"].startswith(summary["run_id"])
 
 

@@ -49,6 +49,7 @@ class BenchScreen(Screen):
         self._pending: list[RequestRecord] = []
         self._lock = threading.Lock()
         self._timer = None
+        self.server_id: str | None = None  # the server the run targets
         self.last_result = None
 
     def compose(self) -> ComposeResult:
@@ -138,7 +139,10 @@ class BenchScreen(Screen):
         self.query_one("#progress", ProgressBar).update(total=self.total, progress=0)
         self.query_one("#summary", Static).update(f"running against {plan.base_url}...")
         self.set_running(True)
-        self.app.session.events.add("bench", f"bench started: {plan.mode} {plan.values or ''} -> {result_dir}")
+        selected = self.app.session.selected
+        self.server_id = selected.id if selected else None
+        self.app.session.events.add("bench", f"bench started: {plan.mode} {plan.values or ''} -> {result_dir}",
+                                    self.server_id)
         self._timer = self.set_interval(REFRESH_S, self.drain)
         self.run_worker(self.runner.run, thread=True, group="bench", name="bench", exit_on_error=False)
 
@@ -160,11 +164,12 @@ class BenchScreen(Screen):
                 self._pending.append(record)
             payload = dataclasses.asdict(record)
             payload["run_id"] = self.runner.run_id if self.runner else None
+            payload["server_id"] = self.server_id  # the Monitor puts it on this server's axis
             self.app.session.record("request", payload)
         elif isinstance(event, PointDone):
             self.app.call_from_thread(self.app.session.events.add, "bench",
                                       f"bench point {event.point.label} done: "
-                                      f"{event.summary.get('completed', 0)} requests")
+                                      f"{event.summary.get('completed', 0)} requests", self.server_id)
 
     def drain(self) -> None:
         with self._lock:
@@ -191,7 +196,7 @@ class BenchScreen(Screen):
             text = f"bench failed: {error}".splitlines()[0] if error else "bench cancelled"
             self.query_one("#summary", Static).update(text)
             self.notify(text, severity="error")
-            self.app.session.events.add("bench", text)
+            self.app.session.events.add("bench", text, self.server_id)
 
     def finished(self, result, runner: BenchRunner | None) -> None:
         self.last_result = result
@@ -205,7 +210,7 @@ class BenchScreen(Screen):
         notes += slo_verdicts(points, self.app.session.slos.slos)
         self.query_one("#summary", Static).update(Group(summary_table(points, "summary"), "\n".join(notes)))
         self.app.session.events.add("bench", f"bench done: {sum(p.get('completed', 0) for p in points)} "
-                                    f"requests, {where}")
+                                    f"requests, {where}", self.server_id)
 
     @on(RequestTimeline.Selected)
     def show_request(self, message: RequestTimeline.Selected) -> None:
