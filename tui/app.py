@@ -14,6 +14,7 @@ from typing import Callable, Iterable
 from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
+from textual.widgets import Input, TextArea
 
 from tui.screens.bench import BenchScreen
 from tui.screens.compare import CompareScreen
@@ -28,16 +29,18 @@ from tui.session import Session
 
 REPLAY_TICK_S = 0.25
 
-# name -> (key, title): the order of the keys and of the palette.
-SCREEN_KEYS: dict[str, tuple[str, str]] = {
-    "servers": ("1", "Servers"),
-    "monitor": ("2", "Monitor"),
-    "bench": ("3", "Bench"),
-    "compare": ("4", "Compare"),
-    "tune": ("5", "Tune"),
-    "reports": ("6", "Reports"),
-    "help": ("f1", "Help"),
+# name -> (key, function key, title): the order of the keys and of the palette. The digit
+# types into a focused text field instead; the function key works everywhere.
+SCREEN_KEYS: dict[str, tuple[str, str, str]] = {
+    "servers": ("1", "f2", "Servers"),
+    "monitor": ("2", "f3", "Monitor"),
+    "bench": ("3", "f4", "Bench"),
+    "compare": ("4", "f5", "Compare"),
+    "tune": ("5", "f6", "Tune"),
+    "reports": ("6", "f7", "Reports"),
+    "help": ("f1", "f1", "Help"),
 }
+TEXT_FIELDS = (Input, TextArea)
 
 
 class DynoApp(App):
@@ -47,17 +50,20 @@ class DynoApp(App):
                "compare": CompareScreen, "tune": TuneScreen, "reports": ReportsScreen,
                "help": HelpScreen}
     BINDINGS = [
-        *(Binding(key, f"switch_to('{name}')", title, key_display=key.upper() if key == "f1" else key)
-          for name, (key, title) in SCREEN_KEYS.items()),
+        *(Binding(key, f"{'go' if key.startswith('f') else 'switch_to'}('{name}')", title, key_display=key.upper() if key == "f1" else key,
+                  priority=True)
+          for name, (key, _, title) in SCREEN_KEYS.items()),
+        *(Binding(fkey, f"go('{name}')", title, show=False, priority=True)
+          for name, (key, fkey, title) in SCREEN_KEYS.items() if fkey != key),
         Binding("q", "quit", "Quit"),
-        # replay controls (no-ops in a live session)
-        Binding("space", "replay('toggle')", "Play/pause", show=False),
-        Binding("full_stop", "replay('step')", "Step", show=False),
-        Binding("comma", "replay('back')", "Step back", show=False),
-        Binding("right_square_bracket", "replay('fwd10')", "Seek +10s", show=False),
-        Binding("left_square_bracket", "replay('back10')", "Seek -10s", show=False),
-        Binding("home", "replay('start')", "Start", show=False),
-        Binding("end", "replay('end')", "End", show=False),
+        # replay controls: priority over scrolling keys, and passed on in a live session
+        Binding("space", "replay('toggle')", "Play/pause", show=False, priority=True),
+        Binding("full_stop", "replay('step')", "Step", show=False, priority=True),
+        Binding("comma", "replay('back')", "Step back", show=False, priority=True),
+        Binding("right_square_bracket", "replay('fwd10')", "Seek +10s", show=False, priority=True),
+        Binding("left_square_bracket", "replay('back10')", "Seek -10s", show=False, priority=True),
+        Binding("home", "replay('start')", "Start", show=False, priority=True),
+        Binding("end", "replay('end')", "End", show=False, priority=True),
         Binding("ctrl+q", "quit", "Quit", show=False, priority=True),
     ]
 
@@ -88,6 +94,13 @@ class DynoApp(App):
         return self.replayer.position if self.replayer is not None else self.clock()
 
     # -- replay ----------------------------------------------------------------------------
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "replay":
+            return self.replayer is not None  # live: the key goes on to the focused widget
+        if action == "switch_to" and isinstance(self.focused, TEXT_FIELDS):
+            return False  # a digit typed into a field is a digit (function keys still switch)
+        return True
 
     def action_replay(self, what: str) -> None:
         rp = self.replayer
@@ -122,13 +135,16 @@ class DynoApp(App):
     def action_switch_to(self, name: str) -> None:
         self.switch_to(name)
 
+    def action_go(self, name: str) -> None:
+        self.switch_to(name)
+
     def action_back(self) -> None:
         self.switch_to(self.previous_name)
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
-        for name, (key, title) in SCREEN_KEYS.items():
-            yield SystemCommand(f"Go to {title}", f"show the {title} screen (key {key})",
+        for name, (key, fkey, title) in SCREEN_KEYS.items():
+            yield SystemCommand(f"Go to {title}", f"show the {title} screen (key {key} or {fkey})",
                                 lambda name=name: self.switch_to(name))
         if self.replayer is not None:
             for what, title in (("toggle", "Replay: play / pause"), ("step", "Replay: step +1 s"),

@@ -61,7 +61,8 @@ EXPLANATIONS: dict[str, Explanation] = {
 }
 
 KEYS: tuple[tuple[str, str], ...] = (
-    ("1 … 6", "Servers, Monitor, Bench, Compare, Tune, Reports"),
+    ("1 … 6", "Servers, Monitor, Bench, Compare, Tune, Reports (not while typing in a field)"),
+    ("F2 … F7", "the same screens, from anywhere"),
     ("F1", "this help"),
     ("?", "on a number (Monitor): what it is — formula, source, window, samples"),
     ("ctrl+p", "command palette: every action"),

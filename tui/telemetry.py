@@ -45,7 +45,7 @@ class Telemetry:
             values[slo.key] = server if server is not None else point.get(f"client_{slo.key}")
         for kind, text in self.session.slos.update(server_id, values, t):
             if not self.session.is_replay:  # a replay has the recorded events already
-                self.session.events.add(kind, text, server_id)
+                self.session.events.add(kind, text, server_id, at=t)
 
     def reset(self) -> None:
         self.store.clear()
