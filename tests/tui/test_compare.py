@@ -31,6 +31,7 @@ async def test_two_servers_under_the_same_workload(results_dir):
             a, b = app.session.attach(fast.base_url), app.session.attach(slow.base_url)
             screen = app.screen
             screen.action_refresh_sources()
+            await wait_until(pilot, lambda: len(screen.sources) == 2, what="both servers listed")
             screen.query_one("#side-a").value = f"server:{a.id}"
             screen.query_one("#side-b").value = f"server:{b.id}"
             screen.query_one("#num-prompts").value = "8"
@@ -67,6 +68,7 @@ async def test_two_saved_result_dirs(results_dir):
     app = DynoApp(Session(results_dir=results_dir), first_screen="compare")
     async with app.run_test(size=(140, 40)) as pilot:
         screen = app.screen
+        await wait_until(pilot, lambda: len(screen.sources) == 2, what="the saved runs listed")
         assert set(screen.sources) == {f"dir:{results_dir / 'old'}", f"dir:{results_dir / 'new'}"}
         screen.query_one("#side-a").value = f"dir:{results_dir / 'old'}"
         screen.query_one("#side-b").value = f"dir:{results_dir / 'new'}"
@@ -98,6 +100,7 @@ def test_snapshot_compare_screen(snap_compare, monkeypatch, tmp_path):
 
     async def fill(pilot) -> None:
         screen = pilot.app.screen
+        await wait_until(pilot, lambda: len(screen.sources) == 2, what="the saved runs listed")
         screen.query_one("#side-a").value = "dir:results/old"
         screen.query_one("#side-b").value = "dir:results/new"
         screen.action_run()

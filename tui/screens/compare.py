@@ -97,15 +97,19 @@ class CompareScreen(Screen):
         yield SystemCommand("Compare: refresh lists", "servers and saved result dirs", self.action_refresh_sources)
 
     def action_refresh_sources(self) -> None:
+        """Servers now; saved result dirs are read off the UI thread, then both are listed."""
         session = self.app.session
-        sources = {f"server:{s.id}": Source(s.name, s.base_url, s.api_key) for s in session.servers}
+        servers = {f"server:{s.id}": Source(s.name, s.base_url, s.api_key) for s in session.servers}
         states = {f"server:{s.id}": f" ({s.state})" for s in session.servers}
-        for found in find_result_dirs(session.results_dir):
-            if found.points:
-                sources[f"dir:{found.path}"] = Source(str(found.path.relative_to(session.results_dir))
-                                                       if found.path.is_relative_to(session.results_dir)
-                                                       else str(found.path), path=found.path)
-        self.set_sources(sources, states)
+        root = session.results_dir
+
+        def scan() -> None:
+            dirs = {f"dir:{d.path}": Source(str(d.path.relative_to(root)) if d.path.is_relative_to(root)
+                                            else str(d.path), path=d.path)
+                    for d in find_result_dirs(root) if d.points}
+            self.app.call_from_thread(self.set_sources, servers | dirs, states)
+
+        self.run_worker(scan, thread=True, group="compare-scan", exclusive=True, exit_on_error=False)
 
     def set_sources(self, sources: dict[str, Source], notes: dict[str, str] | None = None) -> None:
         self.sources = sources
