@@ -57,13 +57,19 @@ METRICS = ("output_throughput", "mean_ttft_ms", "median_ttft_ms", "median_tpot_m
 @dataclass(frozen=True)
 class Workload:
     name: str
-    label: str
     concurrency: int
     num_prompts: int
 
 
-WORKLOADS = {w.name: w for w in (Workload("c1", "1 stream", 1, 8), Workload("c8", "32 at c=8", 8, 32),
-                                 Workload("c32", "64 at c=32", 32, 64), Workload("c64", "128 at c=64", 64, 128))}
+WORKLOADS = {w.name: w for w in (Workload("c1", 1, 8), Workload("c8", 8, 32), Workload("c32", 32, 64),
+                                 Workload("c64", 64, 128))}
+
+
+def label(shape: dict[str, int]) -> str:
+    """`1 stream (8)`, `32 at c=8`: what a column measured."""
+    if shape["concurrency"] == 1:
+        return f"1 stream ({shape['num_prompts']})"
+    return f"{shape['num_prompts']} at c={shape['concurrency']}"
 
 
 @dataclass
@@ -210,10 +216,15 @@ def bench_config(server: Server, a: argparse.Namespace, concurrency: int, num_pr
                        request_timeout_s=a.request_timeout)
 
 
+def shape(w: Workload, a: argparse.Namespace) -> dict[str, int]:
+    return {"concurrency": w.concurrency, "num_prompts": a.num_prompts or w.num_prompts}
+
+
 def measure(server: Server, a: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     """Start one server, run every workload against it, stop it: its entry of the results."""
     entry: dict[str, Any] = {"name": server.name, "status": "ok", "command": shlex.join(server.command),
-                             "note": server.note, "log": str(workdir / "server.log"), "results": {}}
+                             "note": server.note, "log": str(workdir / "server.log"), "results": {},
+                             "load_avg_before": os.getloadavg()[0]}
     proc = ServerProcess(server.command, workdir / "server.log", server.base_url + server.health_path,
                          tag=f"serving_peers:{server.name}")
     print(f"[{server.name}] starting: {entry['command']}", flush=True)
@@ -236,7 +247,7 @@ def measure(server: Server, a: argparse.Namespace, workdir: Path) -> dict[str, A
             entry["results"][name] = {k: summary.get(k) for k in METRICS}
             if summary.get("failed"):
                 entry["results"][name]["first_error"] = next(iter(summary["first_error_by_kind"].values()), "")
-            print(f"[{server.name}] {w.label}: {summary['output_throughput']:.1f} tok/s, "
+            print(f"[{server.name}] {label(shape(w, a))}: {summary['output_throughput']:.1f} tok/s, "
                   f"{summary['completed']} ok, {summary['failed']} failed", flush=True)
     except TrialFailed as e:
         entry["status"] = f"failed: {e.reason}"
@@ -247,6 +258,7 @@ def measure(server: Server, a: argparse.Namespace, workdir: Path) -> dict[str, A
         entry["log_tail"] = proc.tail()
         print(f"[{server.name}] {entry['status']}", flush=True)
     finally:
+        entry["load_avg_after"] = os.getloadavg()[0]
         proc.stop(a.stop_timeout)
         entry["peak_rss_mb"] = max(sampler.stop() if sampler else 0.0, proc.peak_rss_mb)
     return entry
@@ -281,7 +293,7 @@ def _speed_cell(engine: dict[str, Any], r: dict[str, Any] | None) -> str:
 
 def markdown(data: dict[str, Any]) -> str:
     names = data["workloads"]
-    labels = [WORKLOADS[n].label for n in names]
+    labels = [label(data["workload_shapes"][n]) for n in names]
     cfg = data["config"]
     lines = [f"Output tokens/s through each server, measured by `dyno bench` ({cfg['input_len']}-token prompts, "
              f"{cfg['output_len']} output tokens, ignore_eos, seed {cfg['seed']}, dtype {cfg['dtype']}, "
@@ -296,10 +308,15 @@ def markdown(data: dict[str, Any]) -> str:
               "| ok / failed |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for e in data["engines"]:
         for n, r in e.get("results", {}).items():
-            lines.append(f"| {e['name']} | {WORKLOADS[n].label} | {r['output_throughput']:.1f} | "
+            lines.append(f"| {e['name']} | {label(data['workload_shapes'][n])} | {r['output_throughput']:.1f} | "
                          f"{_num(r.get('ratio_to_dyno'), '.2f')} | {r['mean_ttft_ms']:.0f} | "
                          f"{r['median_ttft_ms']:.0f} | {r['median_tpot_ms']:.1f} | {r['completed']} / {r['failed']} |")
     notes = [f"- {e['name']}: {e['note']}" for e in data["engines"] if e.get("note")]
+    loads = [f"{e['name']} {e['load_avg_before']:.1f} → {e['load_avg_after']:.1f}" for e in data["engines"]
+             if "load_avg_after" in e]
+    if loads:
+        notes.append("- load average (1 min) at each server's start → end: " + ", ".join(loads)
+                     + f"; above ≈ 1 on {data['cpu_count']} cores, other processes shared the cores")
     return "\n".join(lines + ([""] + notes if notes else [])) + "\n"
 
 
@@ -341,8 +358,7 @@ def run(a: argparse.Namespace, servers: list[Server]) -> dict[str, Any]:
     data = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "machine": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
             "config": config, "workloads": list(a.workloads),
-            "workload_shapes": {n: vars(WORKLOADS[n]) | ({"num_prompts": a.num_prompts} if a.num_prompts else {})
-                                for n in a.workloads},
+            "workload_shapes": {n: shape(WORKLOADS[n], a) for n in a.workloads},
             "engines": engines}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(data, indent=2))

@@ -83,4 +83,5 @@ def test_mock_engines_end_to_end(sp, tmp_path):
     table = out.with_suffix(".md").read_text()
     assert table == sp.markdown(data)
     assert "| llamacpp | skipped (not installed: no /x/python) | – | – | – | – |" in table
-    assert "× dyno)" in table and "| vllm | 32 at c=8 |" in table
+    assert "× dyno)" in table and "| vllm | 4 at c=8 |" in table and "| 1 stream (4) |" in table
+    assert "load average (1 min) at each server's start → end: dyno " in table
