@@ -68,8 +68,10 @@ class DynoApp(App):
     ]
 
     def __init__(self, session: Session | None = None, first_screen: str = "servers",
-                 replayer=None, clock: Callable[[], float] | None = None) -> None:
+                 replayer=None, clock: Callable[[], float] | None = None,
+                 scrape: bool = True) -> None:
         super().__init__()
+        self.scrape = scrape  # off for snapshots: no live data
         self.clock = clock or time.time
         self.session = session or Session()
         self.replayer = replayer  # tui.replay.Replayer when playing back a recording
@@ -82,7 +84,7 @@ class DynoApp(App):
         self.push_screen(self.first_screen)
         if self.replayer is not None:
             self.set_interval(REPLAY_TICK_S, lambda: self.replayer.tick(REPLAY_TICK_S))
-        elif not self.session.is_replay:
+        elif self.scrape and not self.session.is_replay:
             self.run_worker(scrape_forever(self.session), name="scraper", group="scrape",
                             exclusive=True, exit_on_error=False)
 

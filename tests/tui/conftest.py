@@ -96,3 +96,55 @@ def metrics_text(gen_tokens: float, ttft_buckets: dict[float, int], *, running: 
 @pytest.fixture
 def results_dir(tmp_path) -> Path:
     return tmp_path / "results"
+
+
+def demo_session(results_dir: Path, seconds: int = 120) -> "Session":
+    """A deterministic session for snapshots: three servers (ready, failed, unreachable),
+    two minutes of scrapes ending at FROZEN_T with a TTFT that turns slow half-way (a breach
+    of ttft_p99=500ms), client requests alongside, and the events that go with them."""
+    from loadgen.scrape import parse_metrics
+    from tui import promhist
+    from tui.session import ServerHandle, Session
+    from tui.slo import SloSet
+
+    session = Session(results_dir, SloSet.from_texts(["ttft_p99=500ms", "itl_p99=50ms"]))
+    start = FROZEN_T - seconds
+    ready = ServerHandle("s1", "dyno:8123", "http://127.0.0.1:8123", model="SmolLM2-135M (default)",
+                         state="ready", launched=True, flags={"max_num_seqs": 8, "port": 8123},
+                         started_at=start - 65)
+    ready.log.extend(["INFO loading SmolLM2-135M-Instruct", "INFO KV cache: 2048 blocks of 16",
+                      "INFO Uvicorn running on http://127.0.0.1:8123"])
+    dead = ServerHandle("s2", "dyno:8124", "http://127.0.0.1:8124", model="SmolLM2-135M (default)",
+                        state="failed", launched=True, started_at=start)
+    dead.log.extend(["INFO loading SmolLM2-135M-Instruct", "ERROR --max-model-len 99999 is larger "
+                     "than the model's 8192", "exited with code 2"])
+    gone = ServerHandle("s3", "10.0.0.7:8000", "http://10.0.0.7:8000", model="llama", state="unreachable",
+                        started_at=start)
+    session.servers += [ready, dead, gone]
+    session.selected = ready
+    session.events.add("launch", "launching dyno:8123", "s1", at=start - 65)
+    session.events.add("failed", "dyno:8124 exited with code 2: ERROR --max-model-len 99999", "s2",
+                       at=start + 3)
+    session.events.add("scrape_failed", "10.0.0.7:8000: /metrics connection refused", "s3", at=start + 5)
+    fast = slow = 0
+    for i in range(seconds + 1):
+        t = start + i
+        running = 4 + (i % 5)
+        if i < seconds // 2:
+            fast += 6
+        else:
+            slow += 6
+        text = metrics_text(40 * i + (i * i) // 4, {0.1: fast, 1.0: slow}, running=running,
+                            waiting=i % 3, usage=0.2 + 0.3 * i / seconds, free=1600 - 4 * i,
+                            hits=20 * i, queries=50 * i, prompt_tokens=100 * i)
+        session.record("metrics", {"server_id": "s1", "values": parse_metrics(text),
+                                   "hists": promhist.parse_histograms(text)}, t=t)
+        ttft = 0.08 if i < seconds // 2 else 0.7
+        session.record("request", {"request_id": f"r{i}", "point": "concurrency=4", "index": i,
+                                   "is_warmup": False, "scheduled_time": t - ttft - 0.1,
+                                   "dispatch_time": t - ttft - 0.1 + 0.002 * (i % 4),
+                                   "send_time": t - ttft - 0.09, "first_token_time": t - 0.09,
+                                   "end_time": t, "chunk_times": [t - 0.09, t - 0.06, t - 0.03, t],
+                                   "chunk_tokens": [1, 1, 1, 1], "output_tokens": 4,
+                                   "run_id": "b1"}, t=t)
+    return session

@@ -21,7 +21,8 @@ from tui.widgets.histogram import Histogram
 from tui.widgets.metric_panel import MetricPanel
 from tui.widgets.verdict import Verdict
 
-CHART_SPAN_S = 300.0   # charts show the last 5 minutes
+CHART_SPAN_S = 300.0   # charts show the last 5 minutes (at least 1, less while data is young)
+MIN_SPAN_S = 60.0
 REFRESH_S = 1.0
 
 # (key in the telemetry point, title, unit, chart style)
@@ -81,7 +82,7 @@ class MonitorScreen(Screen):
         self._replay_bar()
         series = session.telemetry.store.get(server.id) if server else None
         point = series.latest() if series else {}
-        t0 = now - CHART_SPAN_S
+        t0 = now - self._span(series, now)
         events = [(e.time, e.kind) for e in session.events.since(t0)
                   if server is None or e.server_id in (None, server.id)]
         for panel in self.query(MetricPanel):
@@ -90,6 +91,12 @@ class MonitorScreen(Screen):
         self._histograms(series, now)
         servers = {s.id: s.name for s in session.servers}
         self.query_one(EventLogView).sync(session.events.all(), servers)
+
+    @staticmethod
+    def _span(series, now: float) -> float:
+        if not series or not series.points:
+            return CHART_SPAN_S
+        return min(max(now - series.points[0][0], MIN_SPAN_S), CHART_SPAN_S)
 
     def _head(self, server) -> None:
         head = self.query_one("#mon-head", Label)
@@ -105,7 +112,7 @@ class MonitorScreen(Screen):
         rp = self.app.replayer
         bar.display = rp is not None
         if rp is not None:
-            mode = "▶ playing" if rp.is_playing else "⏸ paused"
+            mode = "▶ playing" if rp.is_playing else "‖ paused"
             bar.update(f"REPLAY {mode}  {rp.offset_s:6.1f}s / {rp.duration_s:.1f}s  "
                        "(space play/pause · . , step · ] [ seek 10s · home end)")
 

@@ -27,6 +27,7 @@ class MetricPanel(Vertical, can_focus=True):
     MetricPanel { height: 6; border: round $panel; padding: 0 1; }
     MetricPanel:focus { border: round $accent; }
     MetricPanel .value { text-style: bold; }
+    MetricPanel Chart { height: 1fr; }
     """
 
     def __init__(self, key: str, title: str, unit: str, style: str = "cyan") -> None:
