@@ -18,6 +18,7 @@ from textual.worker import Worker, WorkerState
 
 from loadgen import SLO, Event, PointDone, RequestDone, RequestRecord
 from loadgen.datasets import DATASETS
+from tui.bench_form import labelled
 from tui.bench_runner import LOAD_MODES, BenchPlan, BenchRunner, PlanError, parse_values, result_dir_for
 from tui.bench_summary import slo_verdicts, summary_table
 from tui.widgets.request_detail import RequestDetail
@@ -54,16 +55,18 @@ class BenchScreen(Screen):
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="bench-form"):
-            yield Select([(d, d) for d in DATASETS if d in ("random", "prefix")], value="random",
-                         allow_blank=False, id="dataset")
-            yield Input("128", placeholder="input len", id="input-len", classes="num")
-            yield Input("32", placeholder="output len", id="output-len", classes="num")
-            yield Input("50", placeholder="prompts/point", id="num-prompts", classes="num")
-            yield Select([(m, m) for m in LOAD_MODES], value="concurrency", allow_blank=False, id="mode")
-            yield Input("4", placeholder="4 16 64 | 2 5 inf", id="values")
+            yield labelled("dataset", Select([(d, d) for d in DATASETS if d in ("random", "prefix")],
+                                             value="random", allow_blank=False, id="dataset"), "wide")
+            yield labelled("input len", Input("128", id="input-len"))
+            yield labelled("output len", Input("32", id="output-len"))
+            yield labelled("prompts", Input("50", id="num-prompts"))
+            yield labelled("load shape", Select([(m, m) for m in LOAD_MODES], value="concurrency",
+                                                allow_blank=False, id="mode"), "wide")
+            yield labelled("values", Input("4", placeholder="4 16 | 2 inf", id="values"))
+        with Horizontal(id="bench-actions"):
             yield Button("Start", id="start", variant="success")
             yield Button("Stop", id="stop", variant="error", disabled=True)
-        yield Label("", id="target")
+            yield Label("", id="target")
         yield ProgressBar(total=100, show_eta=False, id="progress")
         with Horizontal(id="bench-body"):
             with Vertical(id="timeline-pane"):

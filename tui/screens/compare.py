@@ -16,6 +16,7 @@ from textual.screen import Screen
 from textual.widgets import Button, DataTable, Footer, Input, Label, Select
 from textual.worker import Worker, WorkerState
 
+from tui.bench_form import labelled
 from tui.bench_runner import BenchPlan, BenchRunner, PlanError, result_dir_for
 from tui.bench_summary import KEY_METRICS, fmt
 from tui.compare_table import CompareRow, compare, signed
@@ -64,15 +65,13 @@ class CompareScreen(Screen):
 
     def compose(self) -> ComposeResult:
         with Horizontal(classes="form"):
-            yield Label("A", classes="side")
-            yield Select([], prompt="server or result dir", id="side-a")
-            yield Label("B", classes="side")
-            yield Select([], prompt="server or result dir", id="side-b")
+            yield labelled("A", Select([], prompt="server or result dir", id="side-a"), "side")
+            yield labelled("B", Select([], prompt="server or result dir", id="side-b"), "side")
         with Horizontal(classes="form"):
-            yield Input("128", placeholder="input len", id="input-len", classes="num")
-            yield Input("32", placeholder="output len", id="output-len", classes="num")
-            yield Input("50", placeholder="prompts", id="num-prompts", classes="num")
-            yield Input("4", placeholder="concurrency", id="concurrency", classes="num")
+            yield labelled("input len", Input("128", id="input-len"))
+            yield labelled("output len", Input("32", id="output-len"))
+            yield labelled("prompts", Input("50", id="num-prompts"))
+            yield labelled("concurrency", Input("4", id="concurrency"))
             yield Button("Compare", id="run", variant="success")
         yield Label("pick two servers (the same workload runs against each, one after the other) "
                     "or two saved result dirs", id="compare-status")

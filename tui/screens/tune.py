@@ -17,6 +17,7 @@ from textual.worker import Worker, WorkerState
 from optuna.study import StudyDirection
 
 from tuner import PRESETS
+from tui.bench_form import labelled
 from tui.tune_runner import (FORMATS, SUFFIX, TrialRow, TunePlan, TuneRunner, export_to_file, fmt_number,
                              open_existing, study_config, trial_rows)
 from tui.widgets.pareto import ParetoChart
@@ -54,15 +55,17 @@ class TuneScreen(Screen):
 
     def compose(self) -> ComposeResult:
         with Horizontal(classes="form"):
-            yield Input(placeholder="storage URL (sqlite:///f.db, *.log)", id="storage")
-            yield Input("dyno", placeholder="study name", id="study-name")
+            yield labelled("storage", Input(placeholder="sqlite:///f.db, *.log, postgresql://...", id="storage"),
+                           "storage")
+            yield labelled("study", Input("dyno", id="study-name"), "study")
             yield Button("Open", id="open")
         with Horizontal(classes="form"):
-            yield Input("6", placeholder="trials", id="n-trials", classes="num")
-            yield Select([(p, p) for p in PRESETS], value="throughput", allow_blank=False, id="objective")
-            yield Input("32", placeholder="prompts", id="num-prompts", classes="num")
-            yield Input("8", placeholder="concurrency", id="concurrency", classes="num")
-            yield Input("--max-model-len 512", placeholder="fixed server flags", id="server-flags")
+            yield labelled("trials", Input("6", id="n-trials"))
+            yield labelled("objective", Select([(p, p) for p in PRESETS], value="throughput", allow_blank=False,
+                                               id="objective"), "wide")
+            yield labelled("prompts", Input("32", id="num-prompts"))
+            yield labelled("concurrency", Input("8", id="concurrency"))
+            yield labelled("fixed server flags", Input("--max-model-len 512", id="server-flags"), "flags")
             yield Button("Start", id="start", variant="success")
             yield Button("Stop", id="stop", variant="error", disabled=True)
         yield Label("no study open", id="status")
@@ -70,8 +73,10 @@ class TuneScreen(Screen):
             yield TrialsTable(id="trials")
             yield ParetoChart(id="pareto")
         with Horizontal(classes="form"):
-            yield Select([(f, f) for f in FORMATS], value="dyno", allow_blank=False, id="format")
-            yield Input(placeholder="export file (default under the results dir)", id="export-path")
+            yield labelled("format", Select([(f, f) for f in FORMATS], value="dyno", allow_blank=False,
+                                            id="format"), "wide")
+            yield labelled("export file", Input(placeholder="default: <results>/exports/<study>-trial-N-...",
+                                                id="export-path"), "path")
             yield Button("Export", id="export")
             yield Button("Launch as server", id="launch", variant="primary")
         yield Footer()
