@@ -190,3 +190,24 @@ def test_snapshot_bench_screen(snap_compare, monkeypatch, tmp_path):
 
     app = DynoApp(Session(results_dir="results"), first_screen="bench")
     assert snap_compare(app, terminal_size=(140, 36), run_before=fill)
+
+
+@pytest.mark.slow
+@pytest.mark.asyncio
+async def test_bench_screen_against_a_real_dyno_serve(results_dir):
+    """The default model launched through the session (small flags), a tiny bench from the form."""
+    app = DynoApp(Session(results_dir=results_dir), first_screen="bench")
+    async with app.run_test(size=(140, 40)) as pilot:
+        handle = app.session.launch({"max_model_len": 512, "max_num_seqs": 4, "num_gpu_blocks_override": 256})
+        await wait_until(pilot, lambda: handle.state == "ready", timeout=240, what="dyno serve ready")
+        screen = app.screen
+        for field, value in (("#input-len", "32"), ("#output-len", "4"), ("#num-prompts", "4"), ("#values", "2")):
+            screen.query_one(field).value = value
+        await pilot.press("ctrl+r")
+        await wait_until(pilot, lambda: screen.runner is None and screen.last_result is not None, timeout=180,
+                         what="the bench to finish")
+        summary = screen.last_result.summary
+        assert summary["completed"] == 4 and summary["failed"] == 0
+        assert 4 <= summary["total_output_tokens"] <= 16  # max_tokens 4 each; an eos may end one early
+        assert screen.query_one("#progress").percentage == 1.0
+        app.session.stop_all_launched()
