@@ -315,8 +315,8 @@ def markdown(data: dict[str, Any]) -> str:
     loads = [f"{e['name']} {e['load_avg_before']:.1f} → {e['load_avg_after']:.1f}" for e in data["engines"]
              if "load_avg_after" in e]
     if loads:
-        notes.append("- load average (1 min) at each server's start → end: " + ", ".join(loads)
-                     + f"; above ≈ 1 on {data['cpu_count']} cores, other processes shared the cores")
+        notes.append("- load average (1 min) before each server started → after its workloads: " + ", ".join(loads)
+                     + "; a 'before' well above 0 means other processes were using the cores")
     return "\n".join(lines + ([""] + notes if notes else [])) + "\n"
 
 

@@ -84,4 +84,4 @@ def test_mock_engines_end_to_end(sp, tmp_path):
     assert table == sp.markdown(data)
     assert "| llamacpp | skipped (not installed: no /x/python) | – | – | – | – |" in table
     assert "× dyno)" in table and "| vllm | 4 at c=8 |" in table and "| 1 stream (4) |" in table
-    assert "load average (1 min) at each server's start → end: dyno " in table
+    assert "load average (1 min) before each server started → after its workloads: dyno " in table
