@@ -93,7 +93,16 @@ class TuneRunner:
 
 
 def open_existing(storage: str, study_name: str) -> optuna.Study:
-    return load_study(study_name, storage)
+    """The study; when it is not there, the error names the studies that are."""
+    try:
+        return load_study(study_name, storage)
+    except ValueError as e:
+        try:
+            names = study_names(storage)
+        except Exception:  # noqa: BLE001 - the storage itself is unreadable: the first error says enough
+            raise e from None
+        there = ", ".join(names) if names else "none"
+        raise ValueError(f"no study {study_name!r} in {storage} (studies there: {there})") from None
 
 
 def study_names(storage: str) -> list[str]:
@@ -153,6 +162,14 @@ def export_text(storage: str, study_name: str, trial: int, fmt: str) -> str:
 
 
 def export_to_file(storage: str, study_name: str, trial: int, fmt: str, path: Path) -> Path:
+    """One format to the file `path`, or ("all", as `dyno export --format all`) every format
+    into the folder `path`, each under its usual name."""
+    if fmt == "all":
+        cfg = export_config(storage, study_name, trial)
+        path.mkdir(parents=True, exist_ok=True)
+        for each in FORMATS:
+            (path / SUFFIX[each]).write_text(render(cfg, each))
+        return path
     text = export_text(storage, study_name, trial, fmt)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)

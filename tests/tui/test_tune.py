@@ -18,7 +18,7 @@ from tui.tune_runner import FORMATS, pareto_front, trial_rows
 from tui.widgets.pareto import ParetoChart
 from tui.widgets.trials_table import TrialsTable
 from tuner.engines import Engine
-from tuner.export import ExportConfig, render
+from tuner.export import SUFFIX, ExportConfig, render
 from tuner.study import STUDY_ATTR
 
 # trial: (max_num_seqs, output tok/s, TTFT p99 ms); trial 0 is the baseline, 4 failed
@@ -96,6 +96,14 @@ async def test_open_sort_cursor_export_and_launch(hand_study, results_dir, fake_
             screen.action_export()
             await wait_until(pilot, out.exists, what=f"the {fmt} export")
             assert out.read_text() == render(expected, fmt)
+        screen.query_one("#format").value = "all"  # as `dyno export --format all`: a folder of files
+        screen.query_one("#export-path").value = ""
+        folder = results_dir / "exports" / "hand-trial-0"
+        screen.action_export()
+        await wait_until(pilot, lambda: any(f"wrote {folder}" == n.message for n in app._notifications),
+                         what="the folder of exports")
+        assert sorted(p.name for p in folder.iterdir()) == sorted(SUFFIX.values())
+        assert (folder / "values.yaml").read_text() == render(expected, "helm")
         # Launch as server: the session starts it with the trial's flags, the monitor shows it.
         screen.action_launch()
         await pilot.pause()
@@ -114,7 +122,8 @@ async def test_bad_input_is_a_one_line_error(hand_study, results_dir):
         screen.query_one("#study-name").value = "nope"
         screen.query_one("#storage").value = hand_study
         screen.action_open_study()
-        await wait_until(pilot, lambda: any("no study 'nope'" in n.message for n in app._notifications),
+        await wait_until(pilot, lambda: any("no study 'nope'" in n.message and "(studies there: hand)" in n.message
+                                            for n in app._notifications),
                          what="the missing-study error")
         screen.query_one("#server-flags").value = "--max-num-seqs lots"
         screen.action_start_study()

@@ -73,7 +73,7 @@ class TuneScreen(Screen):
             yield TrialsTable(id="trials")
             yield ParetoChart(id="pareto")
         with Horizontal(classes="form"):
-            yield labelled("format", Select([(f, f) for f in FORMATS], value="dyno", allow_blank=False,
+            yield labelled("format", Select([(f, f) for f in (*FORMATS, "all")], value="dyno", allow_blank=False,
                                             id="format"), "wide")
             yield labelled("export file", Input(placeholder="default: <results>/exports/<study>-trial-N-...",
                                                 id="export-path"), "path")
@@ -250,7 +250,8 @@ class TuneScreen(Screen):
         typed = self.query_one("#export-path", Input).value.strip()
         if typed:
             return Path(typed)
-        return self.app.session.results_dir / "exports" / f"{self.study_name}-trial-{row.number}-{SUFFIX[fmt]}"
+        name = f"{self.study_name}-trial-{row.number}"
+        return self.app.session.results_dir / "exports" / (name if fmt == "all" else f"{name}-{SUFFIX[fmt]}")
 
     @on(Button.Pressed, "#export")
     def action_export(self) -> None:
