@@ -9,6 +9,7 @@ import torch
 from engine.model_source import ModelFiles, iter_weights
 from engine.models import get_model_class
 from engine.models.packed_linear import can_pack, pack_linears
+from engine.models.quant_linear import quantize_linears
 
 logger = logging.getLogger(__name__)
 
@@ -45,8 +46,21 @@ def resolve_dtype(name: str, hf_config, device: torch.device) -> torch.dtype:
     return declared
 
 
+def resolve_quantization(method: str | None, dtype_flag: str, dtype: torch.dtype,
+                         device: torch.device) -> torch.dtype:
+    """The compute dtype under --quantization: its kernels are CPU-only and compute in bf16."""
+    if method is None:
+        return dtype
+    if device.type != "cpu":
+        raise ValueError(f"--quantization {method} runs on the CPU only; drop it or use --device cpu")
+    if dtype_flag != "auto" and dtype != torch.bfloat16:
+        raise ValueError(f"--quantization {method} computes in bfloat16; drop --dtype {dtype_flag} "
+                         f"or use --dtype bfloat16")
+    return torch.bfloat16
+
+
 def load_model(files: ModelFiles, hf_config, dtype: torch.dtype, device: torch.device,
-               seed: int) -> torch.nn.Module:
+               seed: int, quantization: str | None = None) -> torch.nn.Module:
     model_class = get_model_class(hf_config)
     torch.manual_seed(seed)  # dummy weights repeat for a given --seed
     with torch.device(device):
@@ -57,6 +71,9 @@ def load_model(files: ModelFiles, hf_config, dtype: torch.dtype, device: torch.d
         model.load_weights(iter_weights(files))
     model = model.to(dtype).eval()
     model.requires_grad_(False)
+    if quantization is not None:
+        swapped = quantize_linears(model, quantization)
+        logger.info("quantized %d linear layers to %s (weight-only)", swapped, quantization)
     if can_pack(dtype, device):
         pack_linears(model)
     return model

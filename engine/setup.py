@@ -12,7 +12,7 @@ from engine.args import EngineArgs
 from engine.attention import AttentionMetadata, KVCacheLayer, PrefillSpan
 from engine.memory import (allocate_kv_caches, block_num_bytes, cpu_kv_budget, keep_freed_memory,
                            kv_cache_dtype, load_kv_scales, peak_rss_bytes, reset_peak_rss)
-from engine.model_loader import load_model, resolve_device, resolve_dtype
+from engine.model_loader import load_model, resolve_device, resolve_dtype, resolve_quantization
 from engine.model_source import load_config, resolve_model
 from engine.tokenizer import load_tokenizer
 
@@ -61,7 +61,8 @@ def build_engine_parts(args: EngineArgs) -> EngineParts:
                                    trust_remote_code=args.trust_remote_code)
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, hf_config, device)
-    model = load_model(files, hf_config, dtype, device, args.seed)
+    dtype = resolve_quantization(args.quantization, args.dtype, dtype, device)
+    model = load_model(files, hf_config, dtype, device, args.seed, args.quantization)
     max_model_len = _max_model_len(args, hf_config)
     budget = _token_budget(args, max_model_len)
     cache_dtype = kv_cache_dtype(args.kv_cache_dtype, dtype)

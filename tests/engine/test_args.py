@@ -159,10 +159,11 @@ def test_statuses():
     assert status["trace_log_directory"] == WORKS
     assert {n for n, s in status.items() if s == REFUSED} & {
         "tensor_parallel_size", "pipeline_parallel_size", "ray_workers_use_nsight",
-        "cpu_offload_gb", "quantization", "num_lookahead_slots",
+        "cpu_offload_gb", "num_lookahead_slots",
         "tokenizer_pool_size"} == {"tensor_parallel_size", "pipeline_parallel_size",
-                                   "ray_workers_use_nsight", "cpu_offload_gb", "quantization",
+                                   "ray_workers_use_nsight", "cpu_offload_gb",
                                    "num_lookahead_slots", "tokenizer_pool_size"}
+    assert status["quantization"] == WORKS
 
 
 # -- parsing ---------------------------------------------------------------------------------
@@ -281,8 +282,6 @@ def test_cli_errors_exit_2(capsys, argv, message):
     (["--tensor-parallel-size", "2"],
      "--tensor-parallel-size 2 is not supported by dyno yet (refused); remove it"),
     (["--enable-lora"], "--enable-lora is not supported by dyno yet (refused); remove it"),
-    (["--quantization", "awq"], "--quantization awq is not supported by dyno yet (refused); "
-                                "remove it"),
     (["--num-lookahead-slots", "1"],
      "--num-lookahead-slots 1 is not supported by dyno yet (refused); remove it"),
     (["--speculative-model", "m"],

@@ -83,7 +83,8 @@ def test_suggest_stays_inside_the_space():
     ({"max-num-seqs": {"int": [1, 8], "choices": [1]}}, "needs exactly one of"),
     ({"max-num-seqs": {"int": [1.5, 8]}}, "takes whole numbers"),
     ({"enable-chunked-prefill": "yes"}, "is on/off"),
-    ({"quantization": {"choices": ["awq"]}}, "--quantization is refused"),
+    ({"quantization": {"choices": ["awq"]}}, "--quantization must be one of int8, int4 (got awq)"),
+    ({"speculative-model": {"choices": ["m"]}}, "--speculative-model is refused"),
     ({}, "expected a mapping"),
 ])
 def test_bad_space_is_a_clear_error(data, message):

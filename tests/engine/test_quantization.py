@@ -1,0 +1,72 @@
+"""--quantization int8 | int4: the kernels compute with exactly the weights the quantizer
+describes, and the flag's bad combinations fail with one line. (Agreement with fp32 on the
+default model is measured in test_kv_cache_dtype.py.)"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from engine import LLM, SamplingParams
+from engine.models.quant_linear import (Int4Linear, Int8Linear, dequantize_int4, quantize_int4,
+                                        quantize_int8, quantize_linears)
+
+
+@pytest.fixture
+def linear() -> nn.Linear:
+    torch.manual_seed(0)
+    return nn.Linear(128, 96, bias=True).to(torch.bfloat16)
+
+
+def _reference(x, weight, bias):
+    return x.float() @ weight.T + bias.float()
+
+
+def test_int8_layer_computes_with_its_quantized_weight(linear):
+    x = torch.randn(3, 128, dtype=torch.bfloat16)
+    q, scale = quantize_int8(linear.weight)
+    assert q.dtype == torch.int8 and int(q.abs().max()) == 127
+    want = _reference(x, q.float() * scale.to(torch.bfloat16).float()[:, None], linear.bias)
+    torch.testing.assert_close(Int8Linear(linear)(x).float(), want, rtol=2e-2, atol=2e-2)
+
+
+def test_int4_layer_computes_with_its_quantized_weight(linear):
+    x = torch.randn(5, 128, dtype=torch.bfloat16)
+    codes, scales_and_zeros = quantize_int4(linear.weight)
+    assert scales_and_zeros.shape == (128 // 32, 96, 2)
+    assert int(codes.min()) == 0 and int(codes.max()) == 15
+    want = _reference(x, dequantize_int4(codes, scales_and_zeros.to(torch.bfloat16).float()), linear.bias)
+    torch.testing.assert_close(Int4Linear(linear)(x).float(), want, rtol=2e-2, atol=2e-2)
+
+
+def test_int4_round_trip_error_is_at_most_half_a_step(linear):
+    codes, scales_and_zeros = quantize_int4(linear.weight)
+    step = scales_and_zeros[..., 0].T.repeat_interleave(32, dim=1)  # [N, K]
+    error = (dequantize_int4(codes, scales_and_zeros) - linear.weight.float()).abs()
+    assert bool((error <= step / 2 + 1e-6).all())
+
+
+def test_int4_keeps_lm_head_in_int8_and_skips_partial_groups():
+    model = nn.Module()
+    model.proj = nn.Linear(64, 32, bias=False).bfloat16()
+    model.odd = nn.Linear(40, 32, bias=False).bfloat16()  # 40 input channels: no whole groups
+    model.lm_head = nn.Linear(64, 100, bias=False).bfloat16()
+    assert quantize_linears(model, "int4") == 2
+    assert (type(model.proj), type(model.odd), type(model.lm_head)) == (Int4Linear, nn.Linear, Int8Linear)
+
+
+@pytest.mark.parametrize("method", ["int8", "int4"])
+def test_quantized_tiny_llama_generates(tiny_models, method):
+    path, _ = tiny_models["llama"]
+    llm = LLM(str(path), skip_tokenizer_init=True, quantization=method, max_model_len=128)
+    assert llm.engine.info.dtype == torch.bfloat16
+    out = llm.generate([{"prompt_token_ids": [1, 2, 3, 4]}], SamplingParams(max_tokens=5, ignore_eos=True))
+    assert len(out[0].outputs[0].token_ids) == 5
+
+
+def test_quantization_with_float32_is_one_line(tiny_models):
+    path, _ = tiny_models["llama"]
+    with pytest.raises(ValueError, match=r"^--quantization int4 computes in bfloat16; drop --dtype "
+                                         r"float32 or use --dtype bfloat16$"):
+        LLM(str(path), skip_tokenizer_init=True, quantization="int4", dtype="float32", max_model_len=128)
