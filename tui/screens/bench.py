@@ -170,9 +170,9 @@ class BenchScreen(Screen):
             payload["server_id"] = self.server_id  # the Monitor puts it on this server's axis
             self.app.session.record("request", payload)
         elif isinstance(event, PointDone):
-            self.app.call_from_thread(self.app.session.events.add, "bench",
-                                      f"bench point {event.point.label} done: "
-                                      f"{event.summary.get('completed', 0)} requests", self.server_id)
+            # The event log is thread-safe: no hop to the UI (call_from_thread would stall this loop).
+            self.app.session.events.add("bench", f"bench point {event.point.label} done: "
+                                        f"{event.summary.get('completed', 0)} requests", self.server_id)
 
     def drain(self) -> None:
         with self._lock:
