@@ -110,3 +110,50 @@ def test_snapshot_compare_screen(snap_compare, monkeypatch, tmp_path):
 
     app = DynoApp(Session(results_dir="results"), first_screen="compare")
     assert snap_compare(app, terminal_size=(120, 30), run_before=fill)
+
+
+class PacedEngine:
+    """A stand-in for `dyno serve`: loadgen's mock, slow when the config says max_num_seqs=1."""
+
+    name = "mock"
+    health_path = "/health"
+
+    def command(self, flags, host, port):
+        import sys
+        pacing = MockPacing(ttft_ms=80 if flags.get("max_num_seqs") == 1 else 5, itl_ms=2, output_len=4)
+        entry = "import sys; from loadgen.mock_server import serve; serve(sys.argv[1:])"
+        return [sys.executable, "-c", entry, "--host", host, "--port", str(port), *pacing.to_args()]
+
+
+@pytest.mark.asyncio
+async def test_two_configs_of_a_study_each_launched_for_the_same_workload(results_dir, monkeypatch):
+    import optuna
+    from optuna.distributions import IntDistribution
+    from optuna.trial import create_trial
+
+    monkeypatch.setattr("tui.compare_sources.make_engine", lambda name: PacedEngine())
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    results_dir.mkdir(parents=True)
+    url = f"sqlite:///{results_dir / 'dyno-tune.db'}"
+    study = optuna.create_study(storage=url, study_name="st", direction="maximize")
+    for seqs in (256, 1):
+        study.add_trial(create_trial(value=1.0, params={"max_num_seqs": seqs},
+                                     distributions={"max_num_seqs": IntDistribution(1, 256)},
+                                     user_attrs={"flags": {"max_num_seqs": seqs}}))
+    app = DynoApp(Session(results_dir=results_dir), first_screen="compare")
+    async with app.run_test(size=(140, 40)) as pilot:
+        screen = app.screen
+        await wait_until(pilot, lambda: len(screen.sources) == 2, what="the study's configs")
+        assert screen.sources[f"trial:{url}:st:1"].label == "config: st #1 (max_num_seqs=1)"
+        screen.query_one("#side-a").value = f"trial:{url}:st:0"
+        screen.query_one("#side-b").value = f"trial:{url}:st:1"
+        screen.query_one("#num-prompts").value = "6"
+        screen.query_one("#concurrency").value = "2"
+        screen.action_run()
+        await wait_until(pilot, lambda: screen.rows, timeout=60, what="the comparison")
+        rows = {r.key: r for r in screen.rows}
+        assert rows["completed"].a == rows["completed"].b == 6
+        assert rows["median_ttft_ms"].diff > 50 and rows["output_throughput"].diff < 0
+    # Each config ran as a tuner trial does: its own server (stopped), log and load files.
+    logs = sorted(p.name.split("-")[1] for p in results_dir.glob("compare-*-config-*") if (p / "server.log").exists())
+    assert logs == ["A", "B"]

@@ -1,12 +1,8 @@
-"""Compare screen: two servers (or two saved result dirs) under the same workload, one after the
-other, their summaries side by side with B - A (absolute and %)."""
+"""Compare screen: two servers, two configs (trials of a study, each launched for the run) or two
+saved result dirs; the same workload against each, one after the other; the summaries side by
+side with B - A (absolute and %)."""
 
 from __future__ import annotations
-
-import dataclasses
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 from textual import on
 from textual.app import ComposeResult, SystemCommand
@@ -17,40 +13,14 @@ from textual.widgets import Button, DataTable, Footer, Input, Label, Select
 from textual.worker import Worker, WorkerState
 
 from tui.bench_form import labelled
-from tui.bench_runner import BenchPlan, BenchRunner, PlanError, result_dir_for
+from tui.bench_runner import BenchPlan, PlanError
 from tui.bench_summary import KEY_METRICS, fmt
+from tui.compare_sources import Source, Stops, run_side, saved_sources
 from tui.compare_table import CompareRow, compare, signed
-from tui.reports_scan import find_result_dirs, read_result_dir
 from tui.screens.bench import int_field
 
 # Latencies: lower is better; everything else in KEY_METRICS: higher is better (but "failed").
 LOWER_IS_BETTER = {k for k, _, _ in KEY_METRICS if k.endswith("_ms")} | {"failed"}
-
-
-@dataclass(frozen=True)
-class Source:
-    """One side: a server (run the workload against it) or a saved result dir (read it)."""
-
-    label: str
-    base_url: str | None = None
-    api_key: str | None = None
-    path: Path | None = None
-
-    def summary(self, plan: BenchPlan | None, results_dir: Path, side: str,
-                runners: list[BenchRunner]) -> dict[str, Any]:
-        if self.path is not None:
-            found = read_result_dir(self.path)
-            if found.problem or not found.points:
-                raise ValueError(f"{self.path}: {found.problem or 'no load point in its summary'}")
-            return found.last
-        assert plan is not None and self.base_url
-        runner = BenchRunner(dataclasses.replace(plan, base_url=self.base_url, api_key=self.api_key),
-                             result_dir_for(results_dir, f"compare-{side}"))
-        runners.append(runner)  # so the screen can stop it
-        result = runner.run()
-        if result.stopped:
-            raise RuntimeError(f"{side} stopped early: {result.stopped}")
-        return result.summary
 
 
 class CompareScreen(Screen):
@@ -60,7 +30,7 @@ class CompareScreen(Screen):
     def __init__(self) -> None:
         super().__init__()
         self.sources: dict[str, Source] = {}
-        self.runners: list[BenchRunner] = []
+        self.stops = Stops()
         self.rows: list[CompareRow] = []
 
     def compose(self) -> ComposeResult:
@@ -88,8 +58,7 @@ class CompareScreen(Screen):
         self.action_refresh_sources()
 
     def on_unmount(self) -> None:
-        for runner in self.runners:  # threads: the app's exit would wait for them
-            runner.stop("the dashboard is closing")
+        self.stops.stop()  # threads: the app's exit would wait for them
 
     def palette_commands(self):
         yield SystemCommand("Compare: run", "the same workload against A then B", self.action_run)
@@ -103,10 +72,7 @@ class CompareScreen(Screen):
         root = session.results_dir
 
         def scan() -> None:
-            dirs = {f"dir:{d.path}": Source(str(d.path.relative_to(root)) if d.path.is_relative_to(root)
-                                            else str(d.path), path=d.path)
-                    for d in find_result_dirs(root) if d.points}
-            self.app.call_from_thread(self.set_sources, servers | dirs, states)
+            self.app.call_from_thread(self.set_sources, servers | saved_sources(root), states)
 
         self.run_worker(scan, thread=True, group="compare-scan", exclusive=True, exit_on_error=False)
 
@@ -136,7 +102,7 @@ class CompareScreen(Screen):
     def action_run(self) -> None:
         try:
             a, b = self.chosen()
-            plan = self.plan() if a.base_url or b.base_url else None
+            plan = self.plan() if a.needs_workload or b.needs_workload else None
         except (PlanError, ValueError) as e:
             self.notify(str(e), severity="error")
             return
@@ -148,9 +114,9 @@ class CompareScreen(Screen):
 
         def work() -> list[CompareRow]:
             self.app.call_from_thread(status.update, f"A: {a.label} ...")
-            summary_a = a.summary(plan, results_dir, "A", self.runners)
+            summary_a = run_side(a, plan, results_dir, "A", self.stops)
             self.app.call_from_thread(status.update, f"B: {b.label} ...")
-            summary_b = b.summary(plan, results_dir, "B", self.runners)
+            summary_b = run_side(b, plan, results_dir, "B", self.stops)
             return compare(summary_a, summary_b)
 
         self.query_one("#run", Button).disabled = True
@@ -161,7 +127,7 @@ class CompareScreen(Screen):
         if event.worker.group != "compare" or event.state not in (WorkerState.SUCCESS, WorkerState.ERROR):
             return
         self.query_one("#run", Button).disabled = False
-        self.runners.clear()
+        self.stops.runners.clear()
         status = self.query_one("#compare-status", Label)
         if event.state == WorkerState.ERROR:
             text = f"compare failed: {event.worker.error}".splitlines()[0]
