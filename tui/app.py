@@ -23,6 +23,7 @@ from tui.screens.monitor import MonitorScreen
 from tui.screens.quit_confirm import QuitConfirm
 from tui.screens.reports import ReportsScreen
 from tui.screens.servers import ServersScreen
+from tui.screens.slo_form import SloForm
 from tui.screens.tune import TuneScreen
 from tui.scraper import scrape_forever
 from tui.session import Session
@@ -155,10 +156,21 @@ class DynoApp(App):
                                 ("end", "Replay: to end")):
                 yield SystemCommand(title, "move the replay cursor",
                                     lambda what=what: self.action_replay(what))
+        yield SystemCommand("Declare an SLO", "e.g. ttft_p99=500ms: a live verdict on every screen",
+                            self.action_add_slo)
         # Each screen adds its own actions (launch, stop, attach, ...).
         extra = getattr(screen, "palette_commands", None)
         if callable(extra):
             yield from extra()
+
+    def action_add_slo(self) -> None:
+        self.push_screen(SloForm(), self._slo_answer)
+
+    def _slo_answer(self, text: str | None) -> None:
+        if text:
+            slo = self.session.slos.add(text)
+            self.session.events.add("info", f"SLO declared: {slo}")
+            self.notify(f"SLO {slo}")
 
     # -- workers ---------------------------------------------------------------------------
 

@@ -68,6 +68,7 @@ KEYS: tuple[tuple[str, str], ...] = (
     ("ctrl+p", "command palette: every action"),
     ("tab / shift+tab", "move between widgets; the mouse works too"),
     ("q / ctrl+q", "quit (asks before stopping servers this dashboard launched)"),
+    ("Monitor: s", "declare an SLO (also in the palette)"),
     ("Servers: n", "launch a `dyno serve` from the flag form"),
     ("Servers: a", "attach to a URL"),
     ("Servers: d", "look for servers on the usual local ports"),

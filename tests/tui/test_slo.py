@@ -47,3 +47,23 @@ def test_add_replaces_same_key():
     slos = SloSet.from_texts(["ttft_p99=500ms"])
     slos.add("ttft_p99=200ms")
     assert [str(s) for s in slos.slos] == ["ttft_p99<=200ms"]
+
+
+@pytest.mark.asyncio
+async def test_declare_slo_in_the_app(results_dir):
+    from tui.app import DynoApp
+    from tui.session import Session
+
+    app = DynoApp(Session(results_dir), first_screen="monitor", scrape=False)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("s")
+        for ch in "ttft_p42=1":
+            await pilot.press(ch)
+        await pilot.press("enter")
+        assert "statistic 'p42'" in str(app.screen.query_one("#slo-error").render())
+        field = app.screen.query_one("#slo-text")
+        field.value = "itl_p99=50ms"
+        await pilot.press("enter")
+        await pilot.pause()
+        assert [str(s) for s in app.session.slos.slos] == ["itl_p99<=50ms"]
+        assert app.session.events.all()[-1].text == "SLO declared: itl_p99<=50ms"

@@ -48,7 +48,8 @@ PANELS: tuple[tuple[str, str, str, str], ...] = (
 
 class MonitorScreen(Screen):
     CSS_PATH = "monitor.tcss"
-    BINDINGS = [Binding("question_mark", "explain", "Explain number", key_display="?")]
+    BINDINGS = [Binding("question_mark", "explain", "Explain number", key_display="?"),
+                Binding("s", "app.add_slo", "SLO")]
 
     def compose(self) -> ComposeResult:
         yield Header()
