@@ -121,13 +121,31 @@ class BenchRunner:
 
     async def _arun(self) -> BenchResult:
         config = bench_config(self.plan, self.result_dir)
-        with Bench(config, self.on_event, self.should_stop).open() as bench:
+        with StoppableBench(config, self.on_event, self.should_stop).open() as bench:
             self.run_id = bench.run_id
             if self.plan.mode == "sweep":
-                await sweep(bench, self.plan.sweep_points)
+                await self._run_sweep(bench)
             else:
                 for point in config.points:
                     await bench.run_point(point)
                     if bench.result.stopped:
                         break
         return bench.result
+
+    async def _run_sweep(self, bench: Bench) -> None:
+        try:
+            await sweep(bench, self.plan.sweep_points)
+        except SweepStopped:
+            pass
+
+
+class SweepStopped(Exception):
+    """A stopped run starts no further point (loadgen's sweep would run each one to its first request)."""
+
+
+class StoppableBench(Bench):
+    async def run_point(self, point: LoadPoint, num_prompts: int | None = None,
+                        duration_s: float | None = None):
+        if self.result.stopped:
+            raise SweepStopped(self.result.stopped)
+        return await super().run_point(point, num_prompts, duration_s)

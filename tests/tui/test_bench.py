@@ -4,13 +4,14 @@ request recorded in the session), stopping a run, bad input, and the timeline's 
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 
 import pytest
 from rich.console import Console
 
-from loadgen import RequestRecord, read_summary
+from loadgen import RequestDone, RequestRecord, read_summary
 from loadgen.schema import REQUESTS_FILE
 from tests.tui.conftest import wait_until
 from tui.app import DynoApp
@@ -63,6 +64,13 @@ def test_runner_rate_and_sweep_points(mock_server, tmp_path):
     assert len(labels) == plan.num_points == 3
     assert labels[:2] == ["concurrency=1", "rate=inf"] and labels[2].startswith("rate=")
     assert read_summary(tmp_path / "sweep")["sweep"]["rates"]
+    # Stopped during its first point, a sweep ends there (later points are not started).
+    runner = BenchRunner(dataclasses.replace(plan, num_prompts=400), tmp_path / "stopped")
+    runner.on_event = lambda event: runner.stop() if isinstance(event, RequestDone) else None
+    result = runner.run()
+    assert result.stopped == "stopped early: stopped from the dashboard"
+    assert [p.summary["point"] for p in result.points] == ["concurrency=1"]
+    assert 1 <= result.points[0].summary["completed"] < 400
 
 
 def test_form_values_are_checked_before_a_run():

@@ -209,7 +209,7 @@ class BenchScreen(Screen):
         where = f"saved in {result.result_dir}" if result.result_dir else "not saved"
         notes = [where, *(f"warning: {w}" for w in result.warnings)]
         if result.stopped:
-            notes.insert(0, f"stopped early: {result.stopped}")
+            notes.insert(0, result.stopped)  # loadgen words it: "stopped early: <reason>"
         notes += slo_verdicts(points, self.app.session.slos.slos)
         self.query_one("#summary", Static).update(Group(summary_table(points, "summary"), "\n".join(notes)))
         self.app.session.events.add("bench", f"bench done: {sum(p.get('completed', 0) for p in points)} "
