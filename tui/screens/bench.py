@@ -18,23 +18,13 @@ from textual.worker import Worker, WorkerState
 
 from loadgen import SLO, Event, PointDone, RequestDone, RequestRecord
 from loadgen.datasets import DATASETS
-from tui.bench_form import labelled
+from tui.bench_form import int_field, labelled
 from tui.bench_runner import LOAD_MODES, BenchPlan, BenchRunner, PlanError, parse_values, result_dir_for
 from tui.bench_summary import slo_verdicts, summary_table
 from tui.widgets.request_detail import RequestDetail
 from tui.widgets.timeline import RequestTimeline, header
 
 REFRESH_S = 0.25  # how often finished requests are moved from the bench thread to the widgets
-
-
-def int_field(value: str, name: str, lo: int = 1) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise PlanError(f"{name} {value!r}: expected a whole number") from None
-    if number < lo:
-        raise PlanError(f"{name} {number}: must be at least {lo}")
-    return number
 
 
 class BenchScreen(Screen):

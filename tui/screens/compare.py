@@ -12,12 +12,11 @@ from textual.screen import Screen
 from textual.widgets import Button, DataTable, Footer, Input, Label, Select
 from textual.worker import Worker, WorkerState
 
-from tui.bench_form import labelled
+from tui.bench_form import int_field, labelled
 from tui.bench_runner import BenchPlan, PlanError
 from tui.bench_summary import KEY_METRICS, fmt
 from tui.compare_sources import Source, Stops, run_side, saved_sources
 from tui.compare_table import CompareRow, compare, signed
-from tui.screens.bench import int_field
 
 # Latencies: lower is better; everything else in KEY_METRICS: higher is better (but "failed").
 LOWER_IS_BETTER = {k for k, _, _ in KEY_METRICS if k.endswith("_ms")} | {"failed"}

@@ -17,21 +17,11 @@ from textual.worker import Worker, WorkerState
 from optuna.study import StudyDirection
 
 from tuner import PRESETS
-from tui.bench_form import labelled
+from tui.bench_form import int_field, labelled
 from tui.tune_runner import (FORMATS, SUFFIX, TrialRow, TunePlan, TuneRunner, export_to_file, fmt_number,
                              open_existing, study_config, trial_rows)
 from tui.widgets.pareto import ParetoChart
 from tui.widgets.trials_table import TrialsTable
-
-
-def positive(value: str, name: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise ValueError(f"{name} {value!r}: expected a whole number") from None
-    if number < 1:
-        raise ValueError(f"{name} {number}: must be at least 1")
-    return number
 
 
 POLL_S = 2.0  # how often a running study's trials are re-read (one SQLite read, off the UI thread)
@@ -129,10 +119,10 @@ class TuneScreen(Screen):
         if storage.startswith("sqlite:///"):  # a fresh results dir: the database's folder too
             Path(storage.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         return TunePlan(name, storage, self.app.session.results_dir / "tune",
-                        positive(self.query_one("#n-trials", Input).value, "trials"),
+                        int_field(self.query_one("#n-trials", Input).value, "trials"),
                         str(self.query_one("#objective", Select).value),
-                        positive(self.query_one("#num-prompts", Input).value, "prompts"),
-                        concurrency=positive(self.query_one("#concurrency", Input).value, "concurrency"),
+                        int_field(self.query_one("#num-prompts", Input).value, "prompts"),
+                        concurrency=int_field(self.query_one("#concurrency", Input).value, "concurrency"),
                         server_flags=self.query_one("#server-flags", Input).value)
 
     @on(Button.Pressed, "#start")
