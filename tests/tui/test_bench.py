@@ -219,3 +219,19 @@ async def test_bench_screen_against_a_real_dyno_serve(results_dir):
         assert 4 <= summary["total_output_tokens"] <= 16  # max_tokens 4 each; an eos may end one early
         assert screen.query_one("#progress").percentage == 1.0
         app.session.stop_all_launched()
+
+
+@pytest.mark.asyncio
+async def test_a_run_keeps_going_while_another_screen_is_shown(mock_server, results_dir):
+    app = DynoApp(Session(results_dir=results_dir), first_screen="bench")
+    async with app.run_test(size=(140, 40)) as pilot:
+        await attach(pilot, app, mock_server.base_url)
+        screen = app.screen
+        screen.query_one("#num-prompts").value = "10"
+        await pilot.press("ctrl+r")
+        app.switch_to("servers")
+        await wait_until(pilot, lambda: screen.runner is None, what="the run, while hidden")
+        app.switch_to("bench")
+        await pilot.pause()
+        assert screen.done == 10 and len(screen.query_one(RequestTimeline).records) == 10
+        assert screen.query_one("#progress").percentage == 1.0

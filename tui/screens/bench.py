@@ -69,6 +69,14 @@ class BenchScreen(Screen):
 
     def on_screen_resume(self) -> None:
         self.show_target()
+        if self._timer is not None and self.runner is not None:
+            self._timer.resume()
+            self.drain()
+
+    def on_screen_suspend(self) -> None:
+        # Only a visible screen refreshes: finished requests wait in _pending meanwhile.
+        if self._timer is not None:
+            self._timer.pause()
 
     def on_unmount(self) -> None:
         # The run is a thread: the app's exit would wait for it to finish on its own.

@@ -71,6 +71,14 @@ class TuneScreen(Screen):
             yield Button("Launch as server", id="launch", variant="primary")
         yield Footer()
 
+    def on_screen_suspend(self) -> None:
+        if self._poll is not None:  # only a visible screen re-reads the study
+            self._poll.pause()
+
+    def on_screen_resume(self) -> None:
+        if self._poll is not None and self.runner is not None:
+            self._poll.resume()
+
     def on_unmount(self) -> None:
         if self.runner is not None:  # a thread: the app's exit would wait for the whole study
             self.runner.stop()
