@@ -79,13 +79,12 @@ async def test_open_sort_cursor_export_and_launch(hand_study, results_dir, fake_
         assert [r.number for r in table.rows_shown] == [3, 1, 0, 2, 4]
         # The chart's cursor follows the table, and the table follows the chart.
         table.move_cursor(row=1)
-        await pilot.pause()
         chart = screen.query_one(ParetoChart)
-        assert chart.cursor == 1
+        await wait_until(pilot, lambda: chart.cursor == 1, what="the chart's cursor on trial 1")
         chart.focus()
-        await pilot.press("left")
-        await pilot.pause()
-        assert chart.cursor == 0 and table.current.number == 0  # trials by TTFT: 2, 0, 1, 3
+        await pilot.press("left")  # trials by TTFT: 2, 0, 1, 3
+        await wait_until(pilot, lambda: table.current.number == 0, what="the table's cursor on trial 0")
+        assert chart.cursor == 0
         # Export trial 0 in every format: the file is what `dyno export --trial 0` prints.
         expected = ExportConfig({"max_model_len": 512, "max_num_seqs": 256}, "hand", 0,
                                 {"output_throughput": 100.0})
