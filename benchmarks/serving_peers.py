@@ -22,9 +22,9 @@ Peers (../shared/peers.md sets them up):
   llamacpp      a python with llama_cpp.server, from --llamacpp-python, else $DYNO_PEER_LLAMACPP,
                 else ~/.cache/dyno-peers/llamacpp/bin/python. It serves the GGUF file dyno's
                 default model comes from, one request at a time: same workloads all the same.
-  transformers  only with --transformers: `transformers serve` beside --transformers-python
-                (default: this python). It refuses ignore_eos and stream_options, so its
-                requests go without them, may stop at EOS, and are counted with the tokenizer.
+  transformers  only with --transformers: `transformers serve` beside --transformers-python, else
+                $DYNO_PEER_TRANSFORMERS, else the vLLM venv's python. It refuses ignore_eos and
+                stream_options, so its requests go without them and may stop at EOS.
 """
 
 from __future__ import annotations
@@ -134,12 +134,14 @@ def llamacpp_server(a: argparse.Namespace, port: int) -> Server:
 
 
 def transformers_server(a: argparse.Namespace, port: int) -> Server:
-    python = Path(a.transformers_python).expanduser()
+    python = Path(a.transformers_python or Path(a.vllm_venv) / "bin" / "python").expanduser()
     cli = python.parent / "transformers"
     if not cli.exists():
-        return Server("transformers", skipped=f"not installed: no {cli}")
-    if not has_module(python, "fastapi") or not has_module(python, "uvicorn"):
-        return Server("transformers", skipped=f"not installed: {python} lacks fastapi/uvicorn (transformers[serving])")
+        return Server("transformers", skipped=f"not installed: no {cli} (--transformers-python or "
+                                              "$DYNO_PEER_TRANSFORMERS)")
+    needed = ("fastapi", "uvicorn", "accelerate")
+    if not has_module(python, *needed):
+        return Server("transformers", skipped=f"not installed: {python} cannot import {', '.join(needed)}")
     hf_dir = ensure_hf_dir(python, Path(a.hf_dir).expanduser())
     cmd = [str(cli), "serve", str(hf_dir), "--continuous-batching", "--dtype", a.dtype, "--device", "cpu",
            "--host", HOST, "--port", str(port), *shlex.split(a.transformers_flags)]
@@ -150,8 +152,8 @@ def transformers_server(a: argparse.Namespace, port: int) -> Server:
 BUILDERS = {"vllm": vllm_server, "llamacpp": llamacpp_server, "transformers": transformers_server}
 
 
-def has_module(python: Path, module: str) -> bool:
-    probe = f"import importlib.util, sys; sys.exit(importlib.util.find_spec({module!r}) is None)"
+def has_module(python: Path, *modules: str) -> bool:
+    probe = f"import importlib.util, sys; sys.exit(any(importlib.util.find_spec(m) is None for m in {modules!r}))"
     try:
         return subprocess.run([str(python), "-c", probe], capture_output=True, timeout=120).returncode == 0
     except (OSError, subprocess.TimeoutExpired, ModuleNotFoundError):
@@ -396,7 +398,9 @@ def make_parser() -> argparse.ArgumentParser:
                                                                "~/.cache/dyno-peers/llamacpp/bin/python"),
                    help="a python with llama_cpp.server (llama-cpp-python[server])")
     p.add_argument("--llamacpp-flags", default="", help="extra llama_cpp.server flags, one string")
-    p.add_argument("--transformers-python", default=os.environ.get("DYNO_PEER_TRANSFORMERS", sys.executable))
+    p.add_argument("--transformers-python", default=os.environ.get("DYNO_PEER_TRANSFORMERS"),
+                   help="a python whose venv has the transformers CLI, fastapi, uvicorn and accelerate "
+                        "(default: the vLLM venv's)")
     p.add_argument("--transformers-flags", default="")
     p.add_argument("--start-timeout", type=float, default=600.0, help="seconds for a server to become ready")
     p.add_argument("--stop-timeout", type=float, default=30.0, help="seconds after SIGTERM before SIGKILL")

@@ -41,7 +41,8 @@ def test_skipped_peers_say_what_was_looked_for(sp, tmp_path):
                                                 "(--llamacpp-python or $DYNO_PEER_LLAMACPP)")
     a.llamacpp_python = sys.executable  # a python without llama_cpp
     assert sp.llamacpp_server(a, 1).skipped == f"not installed: {sys.executable} cannot import llama_cpp.server"
-    assert sp.transformers_server(a, 1).skipped == f"not installed: no {tmp_path / 'nopy' / 'transformers'}"
+    assert sp.transformers_server(a, 1).skipped == (f"not installed: no {tmp_path / 'nopy' / 'transformers'} "
+                                                    "(--transformers-python or $DYNO_PEER_TRANSFORMERS)")
 
 
 def test_defaults_are_the_issue_workloads(sp):
