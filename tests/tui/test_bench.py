@@ -22,6 +22,11 @@ from tui.widgets.request_detail import describe
 from tui.widgets.timeline import RequestTimeline, bar_cells
 
 
+async def notified(pilot, app, text: str) -> None:
+    """Wait until a notification containing text was shown."""
+    await wait_until(pilot, lambda: any(text in n.message for n in app._notifications), what=repr(text))
+
+
 def plain(widget) -> str:
     """What a Static shows, as text (its content may be a rich renderable)."""
     console = Console(width=200, record=True, file=io.StringIO())
@@ -158,16 +163,13 @@ async def test_bad_input_is_a_one_line_error_not_a_crash(results_dir):
     async with app.run_test(size=(140, 40)) as pilot:
         screen = app.screen
         await pilot.press("ctrl+r")  # no server selected
-        await pilot.pause()
+        await notified(pilot, app, "no server selected")
         assert screen.runner is None
         app.session.attach("http://127.0.0.1:9")  # nothing listens there
         screen.query_one("#num-prompts").value = "abc"
         await pilot.press("ctrl+r")
-        await pilot.pause()
+        await notified(pilot, app, "prompts per point 'abc': expected a whole number")
         assert screen.runner is None
-        messages = [n.message for n in app._notifications]
-        assert any("no server selected" in m for m in messages)
-        assert any("prompts per point 'abc'" in m for m in messages)
         screen.query_one("#num-prompts").value = "5"
         await pilot.press("ctrl+r")  # unreachable: the worker fails, the screen says why
         await wait_until(pilot, lambda: screen.runner is None, what="the failed run")

@@ -13,6 +13,11 @@ from tui.compare_table import compare
 from tui.session import Session
 
 
+async def notified(pilot, app, text: str) -> None:
+    """Wait until a notification containing text was shown."""
+    await wait_until(pilot, lambda: any(text in n.message for n in app._notifications), what=repr(text))
+
+
 def test_difference_is_b_minus_a_with_percent_of_a():
     rows = {r.key: r for r in compare({"output_throughput": 200.0, "failed": 0, "median_ttft_ms": 50.0},
                                       {"output_throughput": 150.0, "failed": 2, "median_ttft_ms": 75.0})}
@@ -88,8 +93,7 @@ async def test_bad_choices_are_a_one_line_error(results_dir):
     async with app.run_test(size=(140, 40)) as pilot:
         screen = app.screen
         screen.action_run()
-        await pilot.pause()
-        assert any("pick both A and B" in n.message for n in app._notifications)
+        await notified(pilot, app, "pick both A and B")
         assert not screen.rows
 
 

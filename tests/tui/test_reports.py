@@ -13,6 +13,11 @@ from tui.reports_scan import find_storages
 from tui.session import Session
 
 
+async def notified(pilot, app, text: str) -> None:
+    """Wait until a notification containing text was shown."""
+    await wait_until(pilot, lambda: any(text in n.message for n in app._notifications), what=repr(text))
+
+
 @pytest.fixture
 def filled(results_dir, mock_server):
     """A bench run (10 requests against the mock) and a one-trial study under the results dir."""
@@ -59,15 +64,13 @@ async def test_a_typed_path_is_scanned_and_a_missing_one_is_an_error(filled, tmp
         await pilot.pause()
         screen.query_one("#scan-path").value = str(tmp_path / "nowhere")
         screen.action_scan()
-        await pilot.pause()
-        assert any("nowhere: no such file or folder" in n.message for n in app._notifications)
+        await notified(pilot, app, "nowhere: no such file or folder")
         screen.query_one("#scan-path").value = str(filled / "dyno-tune.db")
         screen.action_scan()
         await wait_until(pilot, lambda: screen.targets, what="the typed storage")
         assert [(t.kind, t.name) for t in screen.targets] == [("study", "s1")]
         screen.action_open_report()  # nothing built yet
-        await pilot.pause()
-        assert any("build a report first" in n.message for n in app._notifications)
+        await notified(pilot, app, "build a report first")
 
 
 def test_only_optuna_databases_and_journals_count_as_storages(filled):

@@ -25,6 +25,11 @@ from tuner.study import STUDY_ATTR
 TRIALS = [(256, 100.0, 80.0), (32, 250.0, 120.0), (8, 180.0, 60.0), (16, 150.0, 200.0)]
 
 
+async def notified(pilot, app, text: str) -> None:
+    """Wait until a notification containing text was shown."""
+    await wait_until(pilot, lambda: any(text in n.message for n in app._notifications), what=repr(text))
+
+
 @pytest.fixture
 def hand_study(tmp_path) -> str:
     optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -129,14 +134,11 @@ async def test_bad_input_is_a_one_line_error(hand_study, results_dir):
         screen.query_one("#server-flags").value = ""
         screen.query_one("#n-trials").value = "0"
         screen.action_start_study()
-        await pilot.pause()
-        messages = [n.message for n in app._notifications]
-        assert any("server flags: argument --max-num-seqs: invalid int value: 'lots'" in m for m in messages)
-        assert any("trials 0: must be at least 1" in m for m in messages)
+        await notified(pilot, app, "server flags: argument --max-num-seqs: invalid int value: 'lots'")
+        await notified(pilot, app, "trials 0: must be at least 1")
         assert screen.runner is None
         screen.action_export()  # nothing selected
-        await pilot.pause()
-        assert any("no trial selected" in n.message for n in app._notifications)
+        await notified(pilot, app, "no trial selected")
 
 
 class MockEngine(Engine):
