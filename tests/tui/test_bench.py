@@ -116,9 +116,9 @@ async def test_a_bench_runs_to_100_percent_and_is_saved_like_dyno_bench(mock_ser
         assert len(timeline.records) == 12 and all(r.ok for r in timeline.records)
         timeline.focus()
         await pilot.press("down", "enter")
-        await pilot.pause()
-        shown = plain(screen.query_one("#detail"))
-        assert f"request #{timeline.records[1].index}" in shown and "token gaps (7)" in shown
+        await wait_until(pilot, lambda: f"request #{timeline.records[1].index} " in plain(screen.query_one("#detail")),
+                         what="the chosen request's details")
+        assert "token gaps (7)" in plain(screen.query_one("#detail"))
         summary_text = plain(screen.query_one("#summary"))
     # Saved as `dyno bench --result-dir` saves: summary.json, requests.jsonl, summary.csv, points/.
     (run_dir,) = [p for p in results_dir.iterdir() if p.name.startswith("bench-")]
