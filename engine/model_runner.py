@@ -158,7 +158,8 @@ class ModelRunner:
             kv_slots = self._slots(torch.tensor(s.block_ids), torch.arange(c + n))
             slot_mapping[start:start + n] = kv_slots[c:]
             spans.append(PrefillSpan(start, start + n, kv_slots, self._prefill_mask(c, n)))
-        return AttentionMetadata(slot_mapping, len(decodes), table, decode_mask, spans)
+        return AttentionMetadata(slot_mapping, len(decodes), table, decode_mask, spans,
+                                 ctx if decodes else None)
 
     def _prefill_mask(self, num_cached: int, num_new: int) -> torch.Tensor | None:
         if num_cached == 0 and not self.sliding_window:

@@ -27,7 +27,7 @@ def _step(decode_lens, prefills, block_size, num_blocks, window=None):
     slot_mapping, spans, row = [], [], len(decode_lens)
     for n, table in zip(decode_lens, tables):
         slot_mapping.append(slots_of(table, torch.tensor([n - 1])))
-    decode_table = decode_mask = None
+    decode_table = decode_mask = ctx = None
     if decode_lens:
         max_blocks = max(len(t) for t in tables[:len(decode_lens)])
         decode_table = torch.stack([torch.cat([t, t.new_zeros(max_blocks - len(t))])
@@ -48,7 +48,7 @@ def _step(decode_lens, prefills, block_size, num_blocks, window=None):
         spans.append(PrefillSpan(row, row + q, kv_slots, None if c == 0 and not window else mask))
         row += q
     meta = AttentionMetadata(torch.cat(slot_mapping), len(decode_lens), decode_table, decode_mask,
-                             spans)
+                             spans, ctx)
     return meta.to(torch.device(DEVICE)), row
 
 
@@ -83,7 +83,13 @@ def _compare(decode_lens, prefills, block_size, heads, dtype, cache_dtype, windo
     k = torch.randn(num_tokens, num_kv_heads, head_dim, device=DEVICE).to(dtype)
     v = torch.randn(num_tokens, num_kv_heads, head_dim, device=DEVICE).to(dtype)
     args = (num_heads, num_kv_heads, head_dim, head_dim ** -0.5)
-    want = TorchAttention(*args).forward(q, k, v, caches[0], meta)
+    torch_attention = TorchAttention(*args, sliding_window=window)
+    want = torch_attention.forward(q, k, v, caches[0], meta)
+    if torch_attention.kernels is not None:  # the C++ decode kernel against gather + SDPA
+        torch_attention.kernels = None
+        plain = torch_attention.forward(q, k, v, KVCacheLayer(
+            caches[0].kv.clone(), block_size, k_scale=scale, v_scale=scale), meta)
+        torch.testing.assert_close(want, plain, **TOLERANCES[dtype])
     got = TritonAttention(*args, sliding_window=window).forward(q, k, v, caches[1], meta)
     raw = [c.kv.view(torch.uint8) if c.is_fp8 else c.kv for c in caches]
     assert torch.equal(raw[0], raw[1])
