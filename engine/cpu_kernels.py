@@ -41,6 +41,17 @@ def _build_dir() -> Path:
     return root / "kernels" / digest.hexdigest()[:16]
 
 
+def _put_ninja_on_path() -> None:
+    """torch runs `ninja` from PATH; the pip-installed one sits beside the venv's python, which
+    is not on PATH when dyno is run as .venv/bin/dyno."""
+    try:
+        import ninja
+    except ImportError:
+        return
+    if ninja.BIN_DIR not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
+
+
 @functools.cache
 def load():
     """The compiled module, or None when kernels are off or cannot be built here."""
@@ -49,6 +60,7 @@ def load():
     try:
         from torch.utils import cpp_extension
 
+        _put_ninja_on_path()
         build = _build_dir()
         build.mkdir(parents=True, exist_ok=True)
         if not any(build.glob("*.so")):
