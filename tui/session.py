@@ -163,7 +163,7 @@ class Session:
         num = next(self._ids)
         handle = ServerHandle(f"s{num}", f"dyno:{port}", f"http://{host}:{port}",
                               model=flags.get("model") or "SmolLM2-135M (default)",
-                              launched=True, flags=flags)
+                              launched=True, api_key=flags.get("api_key"), flags=flags)
         self._add(handle)
         self.events.add("launch", f"launching {handle.name}", handle.id)
         self._start(handle)

@@ -49,9 +49,10 @@ def test_dyno_tui_in_tmux(tmp_path, mock_server):
                       "--attach", mock_server.base_url, "--slo", "ttft_p99=500ms"])
     tmux.run("new-session", "-d", "-s", "tui", "-x", "120", "-y", "40", cmd)
     try:
-        screen = tmux.wait_for("ready")                      # the attached mock server
-        assert "127.0.0.1:" in screen and "mock" in screen and "attached" in screen
-        assert "ttft_p99" in screen                          # the SLO verdict line
+        tmux.wait_for("attached")                            # the attached mock server
+        screen = tmux.wait_for("ready")
+        assert "127.0.0.1:" in screen and "mock" in screen
+        tmux.wait_for("ttft_p99")                            # the SLO verdict line
         tmux.run("send-keys", "-t", "tui", "2")
         tmux.wait_for("gen tok/s")
         screen = tmux.wait_for("client TTFT p50")             # painted to the bottom

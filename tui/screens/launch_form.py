@@ -17,17 +17,49 @@ from engine.args import ArgsError, Flag
 from tui.flag_form import collect, default_text, grouped
 
 
-def field_widget(flag: Flag) -> Widget:
+_UNSET = object()
+
+
+def field_widget(flag: Flag, value: Any = _UNSET) -> Widget:
     wid = f"f-{flag.name}"
     if flag.kind is bool:
-        return Switch(value=bool(flag.default), id=wid, tooltip=flag.help)
+        return Switch(value=bool(flag.default if value is _UNSET else value), id=wid, tooltip=flag.help)
     if flag.choices and flag.kind is not list:
         options = [(str(c), c) for c in flag.choices]
-        return Select(options, value=flag.default if flag.default in flag.choices else Select.NULL,
+        chosen = flag.default if value is _UNSET else value
+        return Select(options, value=chosen if chosen in flag.choices else Select.NULL,
                       allow_blank=flag.default not in flag.choices, id=wid, tooltip=flag.help)
     placeholder = "free port" if flag.name == "port" else ("default model" if flag.name == "model"
                                                            else "unset")
-    return Input(value=default_text(flag), placeholder=placeholder, id=wid, tooltip=flag.help)
+    text = default_text(flag) if value is _UNSET else str(value)
+    return Input(value=text, placeholder=placeholder, id=wid, tooltip=flag.help)
+
+
+def flag_row(flag: Flag, value: Any = _UNSET) -> Horizontal:
+    return Horizontal(Label(flag.option, classes="flag-name"), field_widget(flag, value),
+                      classes="flag-row")
+
+
+class FlagGroup(Collapsible):
+    """One group of flags; a collapsed group builds its fields when first opened (the form
+    opens fast, and an unopened group can only hold its defaults)."""
+
+    def __init__(self, group: str, flags: list[Flag], collapsed: bool) -> None:
+        rows = [] if collapsed else [flag_row(f) for f in flags]
+        super().__init__(*rows, title=group, collapsed=collapsed)
+        self.flags, self.is_filled = flags, not collapsed
+
+    def fill(self, values: dict[str, Any] | None = None) -> None:
+        if self.is_filled:
+            return
+        self.is_filled = True
+        values = values or {}
+        self.query_one(Collapsible.Contents).mount(
+            *(flag_row(f, values.get(f.name, _UNSET)) for f in self.flags))
+
+    def on_collapsible_expanded(self, event: Collapsible.Expanded) -> None:
+        if event.collapsible is self:
+            self.fill()
 
 
 class LaunchForm(ModalScreen[dict | None]):
@@ -42,20 +74,19 @@ class LaunchForm(ModalScreen[dict | None]):
                         id="launch-title")
             with VerticalScroll(id="launch-fields"):
                 for group, flags in grouped():
-                    with Collapsible(title=group, collapsed=group != "quick"):
-                        for flag in flags:
-                            with Horizontal(classes="flag-row"):
-                                yield Label(flag.option, classes="flag-name")
-                                yield field_widget(flag)
+                    yield FlagGroup(group, flags, collapsed=group != "quick")
             yield Label("", id="launch-error")
             with Horizontal(id="launch-buttons"):
                 yield Button("Launch", id="launch", variant="success")
                 yield Button("Cancel", id="cancel")
 
     def values(self) -> dict[str, Any]:
+        """The fields built so far (an unopened group holds only defaults)."""
         out: dict[str, Any] = {}
-        for _, flags in grouped():
-            for flag in flags:
+        for group in self.query(FlagGroup):
+            if not group.is_filled:
+                continue
+            for flag in group.flags:
                 w = self.query_one(f"#f-{flag.name}")
                 if isinstance(w, Select):
                     out[flag.name] = None if w.value is Select.NULL else w.value
@@ -64,7 +95,12 @@ class LaunchForm(ModalScreen[dict | None]):
         return out
 
     def set_value(self, name: str, value: Any) -> None:
-        """Fill one field (used by tests and by "launch this trial")."""
+        """Fill one field (used by tests and by "launch this trial"); opens its group."""
+        group = next(g for g in self.query(FlagGroup) if any(f.name == name for f in g.flags))
+        if not group.is_filled:
+            group.fill({name: value})
+            group.collapsed = False
+            return
         w = self.query_one(f"#f-{name}")
         w.value = value if not isinstance(w, Input) else str(value)
 
