@@ -80,6 +80,7 @@ class Server:
     command: list[str] = field(default_factory=list)
     port: int = 0
     health_path: str = "/health"
+    model: str | None = None  # None: the first model the server lists
     ignore_eos: bool = True
     extra_body: dict[str, Any] = field(default_factory=dict)
     note: str = ""
@@ -145,7 +146,8 @@ def transformers_server(a: argparse.Namespace, port: int) -> Server:
     hf_dir = ensure_hf_dir(python, Path(a.hf_dir).expanduser())
     cmd = [str(cli), "serve", str(hf_dir), "--continuous-batching", "--dtype", a.dtype, "--device", "cpu",
            "--host", HOST, "--port", str(port), *shlex.split(a.transformers_flags)]
-    return Server("transformers", cmd, port, ignore_eos=False, extra_body={"stream_options": None},
+    # Its /v1/models lists the hub cache, not the model it serves: name that one.
+    return Server("transformers", cmd, port, model=str(hf_dir), ignore_eos=False, extra_body={"stream_options": None},
                   note="refuses ignore_eos and stream_options: sent without them, outputs may stop at EOS")
 
 
@@ -211,7 +213,7 @@ class MemorySampler(threading.Thread):
 def bench_config(server: Server, a: argparse.Namespace, concurrency: int, num_prompts: int,
                  result_dir: Path | None) -> BenchConfig:
     dataset = DatasetConfig("random", None, f"fixed:{a.input_len}", f"fixed:{a.output_len}", seed=a.seed)
-    return BenchConfig(base_url=server.base_url, tokenizer=a.tokenizer, dataset=dataset,
+    return BenchConfig(base_url=server.base_url, model=server.model, tokenizer=a.tokenizer, dataset=dataset,
                        points=(LoadPoint(concurrency=concurrency),), num_prompts=num_prompts,
                        ignore_eos=server.ignore_eos, seed=a.seed, scrape_interval_s=None,
                        result_dir=str(result_dir) if result_dir else None, extra_body=server.extra_body,
