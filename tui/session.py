@@ -12,7 +12,9 @@ Contract (other screens code against it; keep it stable):
   include "breach", "recovered", "restart", "scrape_failed", "bench", "trial", "info".
 - `session.record(kind, payload)`: appends {"t", "kind", "payload"} to the session recording
   (tui/recording.py) and hands it to subscribers. Bench screens record each finished request
-  with kind "request" and payload = dataclasses.asdict(RequestRecord) | {"run_id": ...}.
+  with kind "request" and payload = dataclasses.asdict(RequestRecord) | {"run_id": ...}
+  (optionally "server_id": the target's id; without it the Monitor counts the request for
+  whichever server it shows).
   Thread-safe: may be called from any thread (a bench loop, a worker, the UI).
 - `session.subscribe(fn) -> unsubscribe`: `fn(kind, payload)` is called for every record,
   synchronously, in the thread that called `record()` (so it must be quick and thread-safe;

@@ -100,3 +100,19 @@ async def test_idle_dashboard_cpu(results_dir, screen):
         await pilot.pause(IDLE_S)
         cpu, wall = time.thread_time() - cpu0, time.monotonic() - wall0
     assert cpu / wall < IDLE_CPU_BOUND, f"idle {screen}: {cpu:.2f}s CPU in {wall:.1f}s"
+
+
+def test_cli_bad_input_is_one_line(tmp_path, capsys):
+    from tui import cli
+    from tui.app import DynoApp
+
+    assert set(cli.SCREENS) == set(DynoApp.SCREENS)
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert cli.main(["--results-dir", str(blocker / "sub")]) == 2   # a file where a dir must go
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("dyno tui: ") and err.endswith("pass a writable --results-dir")
+    assert "\n" not in err
+    with pytest.raises(SystemExit):
+        cli.main(["--screen", "nowhere"])
+    assert "invalid choice: 'nowhere'" in capsys.readouterr().err
