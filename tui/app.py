@@ -50,9 +50,10 @@ class DynoApp(App):
     SCREENS = {"servers": ServersScreen, "monitor": MonitorScreen, "bench": BenchScreen,
                "compare": CompareScreen, "tune": TuneScreen, "reports": ReportsScreen,
                "help": HelpScreen}
+    # Digits check for a focused text field (switch_to); function keys always switch (go).
     BINDINGS = [
-        *(Binding(key, f"{'go' if key.startswith('f') else 'switch_to'}('{name}')", title, key_display=key.upper() if key == "f1" else key,
-                  priority=True)
+        *(Binding(key, f"{'go' if key.startswith('f') else 'switch_to'}('{name}')", title,
+                  key_display=key.upper() if key == "f1" else key, priority=True)
           for name, (key, _, title) in SCREEN_KEYS.items()),
         *(Binding(fkey, f"go('{name}')", title, show=False, priority=True)
           for name, (key, fkey, title) in SCREEN_KEYS.items() if fkey != key),

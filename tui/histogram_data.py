@@ -3,9 +3,18 @@ bounds (so the two histograms compare bar for bar), or on fixed bounds without a
 
 from __future__ import annotations
 
-from tui.widgets.histogram import bin_values
+import bisect
 
 DEFAULT_BOUNDS_S = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, float("inf"))
+
+
+def bin_values(values_ms: list[float], bounds_s: list[float]) -> list[int]:
+    """Client values counted into the server's buckets (le semantics)."""
+    counts = [0] * len(bounds_s)
+    for v in values_ms:
+        i = bisect.bisect_left(bounds_s, v / 1000.0)
+        counts[min(i, len(counts) - 1)] += 1
+    return counts
 
 
 def client_rows(values_ms: list[float],

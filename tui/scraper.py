@@ -6,7 +6,6 @@ record (raw values and histogram buckets, so a replay can derive everything agai
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 
 import httpx
@@ -14,8 +13,6 @@ import httpx
 from loadgen.scrape import parse_metrics
 from tui.promhist import parse_histograms
 from tui.session import ServerHandle, Session
-
-log = logging.getLogger(__name__)
 
 INTERVAL_S = 1.0
 TIMEOUT_S = 2.0

@@ -64,11 +64,10 @@ class ServerSeries:
     def add(self, t: float, values: dict[str, float], hists: promhist.Histograms) -> dict:
         raw = Raw(t, by_name(values), hists)
         prev = self.raws[-1] if self.raws else None
-        old = self._window_start(t)
+        base = self._window_start(t) or raw   # the first scrape: everything since start
         self.raws.append(raw)
-        point = derive(raw, prev, old or raw)
-        self.window_hists = {k: promhist.subtract(raw.hists[n], (old or raw).hists.get(n) if old else None)
-                             for k, n in HISTS.items() if n in raw.hists}
+        point = derive(raw, prev, base)
+        self.window_hists = {k: window(raw, base, n) for k, n in HISTS.items() if n in raw.hists}
         self.points.append((t, point))
         return point
 
@@ -92,6 +91,11 @@ def _rate(raw: Raw, prev: Raw | None, names: tuple[str, ...]) -> float | None:
     if now is None or before is None or raw.t <= prev.t:
         return None
     return max(now - before, 0.0) / (raw.t - prev.t)
+
+
+def window(raw: Raw, base: Raw, name: str) -> list[list[float]]:
+    """A histogram's buckets observed since `base` (all of them when base is raw itself)."""
+    return promhist.subtract(raw.hists[name], base.hists.get(name) if base is not raw else None)
 
 
 def derive(raw: Raw, prev: Raw | None, old: Raw) -> dict:
@@ -119,10 +123,10 @@ def derive(raw: Raw, prev: Raw | None, old: Raw) -> dict:
     for key, name in HISTS.items():
         if name not in raw.hists:
             continue
-        window = promhist.subtract(raw.hists[name], old.hists.get(name) if old is not raw else None)
-        out[f"{key}_n"] = promhist.count(window)
+        buckets = window(raw, old, name)
+        out[f"{key}_n"] = promhist.count(buckets)
         for stat, q in (("p50", 0.5), ("p90", 0.9), ("p95", 0.95), ("p99", 0.99)):
-            value = promhist.quantile(q, window)
+            value = promhist.quantile(q, buckets)
             out[f"{key}_{stat}"] = None if value is None else value * 1000.0
     return out
 

@@ -4,7 +4,6 @@ worker; state changes go back through the session (which records them and tells 
 
 from __future__ import annotations
 
-import logging
 import os
 import socket
 import subprocess
@@ -18,8 +17,6 @@ from tuner.engines import DynoEngine
 
 if TYPE_CHECKING:
     from tui.session import ServerHandle, Session
-
-log = logging.getLogger(__name__)
 
 READY_POLL_S = 0.5
 STOP_GRACE_S = 10.0

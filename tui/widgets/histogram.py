@@ -3,7 +3,6 @@ over the window, or the client's values binned on the same bounds)."""
 
 from __future__ import annotations
 
-import bisect
 import math
 
 from rich.text import Text
@@ -16,15 +15,6 @@ def fmt_bound(le_s: float) -> str:
         return "+Inf"
     ms = le_s * 1000.0
     return f"{ms:g}ms" if ms < 1000 else f"{ms / 1000:g}s"
-
-
-def bin_values(values_ms: list[float], bounds_s: list[float]) -> list[int]:
-    """Client values counted into the server's buckets (le semantics)."""
-    counts = [0] * len(bounds_s)
-    for v in values_ms:
-        i = bisect.bisect_left(bounds_s, v / 1000.0)
-        counts[min(i, len(counts) - 1)] += 1
-    return counts
 
 
 def trim(rows: list[tuple[float, int]]) -> list[tuple[float, int]]:
