@@ -13,7 +13,7 @@ from loadgen.bench import Bench, BenchConfig, BenchResult, PointResult, arun_ben
 from loadgen.capacity import CapacityAnswer, CapacitySearch, find_capacity
 from loadgen.cli import add_workload_arguments, dataset_config, parse_slo, positive_rate
 from loadgen.datasets import DatasetConfig
-from loadgen.events import Event, PointDone, PointStarted, RequestDone
+from loadgen.events import Event, FirstToken, PointDone, PointStarted, RequestDone, RequestSent
 from loadgen.metrics import SLO, summarize
 from loadgen.mock_process import MockServer
 from loadgen.mock_server import MockPacing
@@ -38,6 +38,7 @@ __all__ = [
     "CapacitySearch",
     "DatasetConfig",
     "Event",
+    "FirstToken",
     "LoadPoint",
     "MockPacing",
     "MockServer",
@@ -46,6 +47,7 @@ __all__ = [
     "PointStarted",
     "RequestDone",
     "RequestRecord",
+    "RequestSent",
     "SCHEMA_VERSION",
     "SLO",
     "arun_bench",

@@ -18,6 +18,9 @@ from loadgen.tokens import TokenCounter
 
 log = logging.getLogger(__name__)
 
+# Called with the record as it changes phase: once when it is sent, once at its first token.
+RecordHook = Callable[[RequestRecord], None]
+
 
 @dataclass(frozen=True, slots=True)
 class BackendConfig:
@@ -70,12 +73,16 @@ class OpenAIBackend:
         self.counter = counter
         self.now = now
 
-    async def send(self, spec: RequestSpec, record: RequestRecord) -> str:
-        """Send one request, filling `record`; returns the generated text (for multi-turn)."""
-        stream = _Stream()
+    async def send(self, spec: RequestSpec, record: RequestRecord, on_sent: RecordHook | None = None,
+                   on_first_token: RecordHook | None = None) -> str:
+        """Send one request, filling `record`; returns the generated text (for multi-turn).
+        The hooks run on this loop between the stream's reads: keep them quick."""
+        stream = _Stream(on_first_token)
         headers = {"X-Request-Id": record.request_id}
         body = make_body(self.config, spec)
         record.send_time = self.now()
+        if on_sent is not None:
+            on_sent(record)
         try:
             async with self.client.stream("POST", self.config.url, json=body, headers=headers) as resp:
                 record.status = resp.status_code
@@ -149,7 +156,8 @@ async def sse_lines(resp: httpx.Response):
 class _Stream:
     """What arrived on one stream: chunk texts (times go straight into the record) and usage."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_first_token: RecordHook | None = None) -> None:
+        self.on_first_token = on_first_token
         self.texts: list[str] = []
         self.prompt_tokens: int | None = None
         self.completion_tokens: int | None = None
@@ -171,8 +179,10 @@ class _Stream:
             text = choice.get("text")
         if not text:  # vLLM opens chat streams with an empty role chunk: not a token
             return
-        if record.first_token_time is None:
+        if record.first_token_time is None:  # once per stream: the per-token path stays as it was
             record.first_token_time = t
+            if self.on_first_token is not None:
+                self.on_first_token(record)
         record.chunk_times.append(t)
         self.texts.append(text)
 

@@ -146,7 +146,7 @@ class Bench:
         async with make_client(self.backend_config(), point.max_in_flight) as client:
             backend = OpenAIBackend(self.backend_config(), client, self.counter, clock.now)
             run = PointRun(point, point_no, self.run_id, limits, backend, self._sink, clock,
-                           should_stop=self.should_stop)
+                           should_stop=self.should_stop, on_event=self.on_event)
             samples: list[MetricSample] = []
             scraper = self._start_scraper(point, clock, samples)
             try:

@@ -20,6 +20,7 @@ import numpy as np
 from loadgen.arrivals import LoadPoint, arrival_offsets
 from loadgen.backend import OpenAIBackend
 from loadgen.datasets import Conversation, RequestSpec, WorkItem
+from loadgen.events import EventCallback, FirstToken, RequestSent
 from loadgen.schema import RequestRecord
 
 # asyncio's timers wake up to ~1 ms late (epoll rounds its timeout up to whole ms), so the
@@ -72,6 +73,8 @@ class PointRun:
     # Asked after each finished request: a non-empty reason ends the point at once (requests
     # in flight are cancelled and left out of the records). The caller's early stop.
     should_stop: Callable[[], str | None] | None = None
+    # Live events of each request in flight (RequestSent, FirstToken); RequestDone is the sink's.
+    on_event: EventCallback | None = None
     stopped_early: bool = False
     _load: asyncio.Task | None = None
 
@@ -85,6 +88,22 @@ class PointRun:
             request_id=f"{self.run_id}-{self.point_no}-{index}", point=self.point.label, index=index,
             is_warmup=index < self.limits.warmup, scheduled_time=clock.to_epoch(scheduled_perf),
             dispatch_time=None if dispatch_perf is None else clock.to_epoch(dispatch_perf))
+
+    async def send(self, spec: RequestSpec, record: RequestRecord) -> str:
+        """One request through the backend, then finished; with no on_event, no hooks either."""
+        if self.on_event is None:
+            reply = await self.backend.send(spec, record)
+        else:
+            reply = await self.backend.send(spec, record, self._sent, self._first_token)
+        self.finish(record)
+        return reply
+
+    def _sent(self, record: RequestRecord) -> None:
+        self.on_event(RequestSent(record.request_id, self.run_id, record.point, record.index, record.is_warmup,
+                                  record.scheduled_time, record.send_time, record.dispatch_time))
+
+    def _first_token(self, record: RequestRecord) -> None:
+        self.on_event(FirstToken(record.request_id, record.index, record.first_token_time))
 
     def finish(self, record: RequestRecord) -> None:
         self.records.append(record)
@@ -205,9 +224,7 @@ async def _send_item(run: PointRun, index: int, item: WorkItem, due: float, disp
         if isinstance(item, Conversation):
             await _send_conversation(run, index, item, due, lag_perf)
         else:
-            record = run.new_record(index, due, lag_perf)
-            await run.backend.send(item, record)
-            run.finish(record)
+            await run.send(item, run.new_record(index, due, lag_perf))
     finally:
         if cap is not None:
             cap.release()
@@ -227,8 +244,7 @@ async def _send_conversation(run: PointRun, index: int, conv: Conversation, due:
         record = run.new_record(index, due, dispatched)
         record.request_id += f"-t{turn_no}"
         record.session_id, record.turn = f"{run.run_id}-{conv.session_id}", turn_no
-        reply = await run.backend.send(spec, record)
-        run.finish(record)
+        reply = await run.send(spec, record)
         if not record.ok:
             return
         history.append({"role": "assistant", "content": reply})

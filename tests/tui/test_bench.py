@@ -1,6 +1,7 @@
 """The Bench screen: a run against loadgen's mock server from the form (progress to 100%, the
 timeline's rows, token gaps on Enter, the result dir written as `dyno bench` writes it, every
-request recorded in the session), stopping a run, bad input, and the timeline's drawing."""
+request recorded in the session), requests shown in flight (waiting, then streaming) before they
+end, stopping a run, bad input, and the timeline's drawing."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import json
 import pytest
 from rich.console import Console
 
-from loadgen import RequestDone, RequestRecord, read_summary
+from loadgen import (FirstToken, LoadPoint, MockPacing, MockServer, RequestDone, RequestRecord, RequestSent,
+                     read_summary)
 from loadgen.schema import REQUESTS_FILE
 from tests.tui.conftest import wait_until
 from tui.app import DynoApp
@@ -19,7 +21,7 @@ from tui.bench_runner import BenchPlan, PlanError, parse_values
 from tui.session import Session
 from tui.slo import SloSet
 from tui.widgets.request_detail import describe
-from tui.widgets.timeline import RequestTimeline, bar_cells
+from tui.widgets.timeline import RequestTimeline, bar_cells, is_live, outcome
 
 
 async def notified(pilot, app, text: str) -> None:
@@ -46,6 +48,35 @@ def test_bar_cells_show_queued_waiting_and_streaming_on_the_run_axis():
     cells = bar_cells(record(), 100.0, 108.0, 8)  # one cell per second
     assert "".join(c for c, _ in cells) == "·░██    "
     assert [p for _, p in cells][:5] == ["queued", "waiting", "streaming", "streaming", ""]
+
+
+def sent(r: RequestRecord) -> RequestSent:
+    return RequestSent(r.request_id, "run", r.point, r.index, r.is_warmup, r.scheduled_time, r.send_time, None)
+
+
+def test_a_row_opens_when_sent_streams_at_first_token_and_ends_with_its_record():
+    timeline = RequestTimeline()
+    done, failed, cut = record(0), record(1, ok=False), record(2)
+    ended = timeline.apply([sent(done), sent(failed), sent(cut)], now=101.5)
+    assert ended == set() and timeline.num_live == 3
+    assert [outcome(r) for r in timeline.records] == ["waiting"] * 3
+    # In flight, the bar runs to now: queued (due -> sent), then waiting.
+    assert "".join(c for c, _ in bar_cells(timeline.records[0], 100.0, 108.0, 8, now=101.5)) == "·░      "
+    ended = timeline.apply([FirstToken(done.request_id, 0, 102.0), RequestDone(failed),
+                            FirstToken(cut.request_id, 2, 102.0)], now=103.0)
+    assert ended == {failed.request_id}
+    assert [outcome(r) for r in timeline.records] == ["streaming", "http", "streaming"]
+    assert timeline.records[1] is failed and timeline.t1 == 104.0  # the failed one ended at +4 s
+    assert "".join(c for c, _ in bar_cells(timeline.records[0], 100.0, 108.0, 8, now=103.0)) == "·░██    "
+    timeline.apply([RequestDone(done)], now=103.5)
+    assert timeline.records[0] is done and timeline.num_live == 1
+    # The run stops with one request in flight: it gets no RequestDone; its row is cancelled.
+    timeline.end_run(now=105.0)
+    assert timeline.num_live == 0 and outcome(timeline.records[2]) == "cancelled"
+    assert timeline.records[2].end_time == 105.0 and not is_live(timeline.records[2])
+    # A finished record with no RequestSent before it (a replay, a snapshot) gets its own row.
+    timeline.add([record(7)])
+    assert len(timeline.records) == 4 and timeline.get("r7").ok
 
 
 def test_token_gaps_split_multi_token_chunks():
@@ -88,6 +119,43 @@ def test_form_values_are_checked_before_a_run():
     plan = BenchPlan("http://x", values=(1, 4), num_prompts=10)
     assert [p.label for p in plan.points()] == ["concurrency=1", "concurrency=4"]
     assert plan.total_requests == 20
+
+
+@pytest.fixture(scope="module")
+def slow_mock():
+    """Slow enough that each request spends several screen refreshes waiting and streaming."""
+    with MockServer(MockPacing(ttft_ms=1000, itl_ms=200, output_len=4)) as mock:
+        yield mock
+
+
+@pytest.mark.asyncio
+async def test_requests_show_in_flight_before_they_end(slow_mock, results_dir):
+    app = DynoApp(Session(results_dir=results_dir), first_screen="bench")
+    async with app.run_test(size=(140, 40)) as pilot:
+        await attach(pilot, app, slow_mock.base_url)
+        screen = app.screen
+        screen.query_one("#num-prompts").value = "6"
+        screen.query_one("#values").value = "3"
+        await pilot.press("ctrl+r")
+        timeline = screen.query_one(RequestTimeline)
+
+        def rows(state: str) -> list[str]:
+            return [r.request_id for r in timeline.records if outcome(r) == state]
+
+        await wait_until(pilot, lambda: len(rows("waiting")) == 3, what="three requests sent, no token yet")
+        assert screen.runner is not None and screen.done == 0 and timeline.num_live == 3
+        line = timeline.render_line(0).text
+        assert "waiting" in line and "░" in line
+        await wait_until(pilot, lambda: rows("streaming"), what="a request streaming")
+        assert screen.runner is not None and "█" in timeline.render_line(
+            timeline.records.index(timeline.get(rows("streaming")[0]))).text
+        await wait_until(pilot, lambda: rows("ok") and timeline.num_live, what="one done while others run")
+        assert screen.runner is not None and screen.done < 6
+        await wait_until(pilot, lambda: screen.runner is None and screen.last_result is not None,
+                         what="the bench to finish")
+        assert len(timeline.records) == 6 and all(r.ok for r in timeline.records) and timeline.num_live == 0
+        assert {r.request_id for r in timeline.records} == {
+            r.request_id for r in screen.last_result.points[0].records}
 
 
 async def attach(pilot, app, url):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import time
 from pathlib import Path
 
 from rich.console import Group
@@ -16,7 +17,7 @@ from textual.screen import Screen
 from textual.widgets import Button, Footer, Input, Label, ProgressBar, Select, Static
 from textual.worker import Worker, WorkerState
 
-from loadgen import SLO, Event, PointDone, RequestDone, RequestRecord
+from loadgen import SLO, Event, FirstToken, PointDone, RequestDone, RequestSent
 from loadgen.datasets import DATASETS
 from tui.bench_form import int_field, labelled
 from tui.bench_runner import LOAD_MODES, BenchPlan, BenchRunner, PlanError, parse_values, result_dir_for
@@ -24,7 +25,7 @@ from tui.bench_summary import slo_verdicts, summary_table
 from tui.widgets.request_detail import RequestDetail
 from tui.widgets.timeline import RequestTimeline, header
 
-REFRESH_S = 0.25  # how often finished requests are moved from the bench thread to the widgets
+REFRESH_S = 0.25  # how often request events are moved from the bench thread to the widgets
 
 
 class BenchScreen(Screen):
@@ -37,7 +38,7 @@ class BenchScreen(Screen):
         self.runner: BenchRunner | None = None
         self.total = 0
         self.done = 0
-        self._pending: list[RequestRecord] = []
+        self._pending: list[Event] = []  # RequestSent / FirstToken / RequestDone, in order
         self._lock = threading.Lock()
         self._timer = None
         self.server_id: str | None = None  # the server the run targets
@@ -74,7 +75,7 @@ class BenchScreen(Screen):
             self.drain()
 
     def on_screen_suspend(self) -> None:
-        # Only a visible screen refreshes: finished requests wait in _pending meanwhile.
+        # Only a visible screen refreshes: request events wait in _pending meanwhile.
         if self._timer is not None:
             self._timer.pause()
 
@@ -159,11 +160,11 @@ class BenchScreen(Screen):
 
     def on_bench_event(self, event: Event) -> None:
         """Runs on the bench's own event loop thread: hand data over, never touch widgets here."""
-        if isinstance(event, RequestDone):
-            record = event.record
+        if isinstance(event, (RequestSent, FirstToken, RequestDone)):
             with self._lock:
-                self._pending.append(record)
-            payload = dataclasses.asdict(record)
+                self._pending.append(event)
+        if isinstance(event, RequestDone):
+            payload = dataclasses.asdict(event.record)
             payload["run_id"] = self.runner.run_id if self.runner else None
             payload["server_id"] = self.server_id  # the Monitor puts it on this server's axis
             self.app.session.record("request", payload)
@@ -173,19 +174,30 @@ class BenchScreen(Screen):
                                         f"{event.summary.get('completed', 0)} requests", self.server_id)
 
     def drain(self) -> None:
+        """The events since the last drain, to the timeline in one batch (one refresh); bars of
+        requests in flight move on even when nothing new came."""
         with self._lock:
             batch, self._pending = self._pending, []
+        timeline = self.query_one(RequestTimeline)
         if not batch:
+            if timeline.num_live:
+                timeline.tick(time.time())
             return
-        self.query_one(RequestTimeline).add(batch)
-        self.done += len(batch)
-        self.query_one("#progress", ProgressBar).update(progress=min(self.done, self.total))
+        ended = timeline.apply(batch, time.time())
+        detail = self.query_one(RequestDetail)
+        if detail.record is not None and detail.record.request_id in ended:
+            detail.show(timeline.get(detail.record.request_id))
+        num_done = sum(isinstance(e, RequestDone) for e in batch)
+        if num_done:
+            self.done += num_done
+            self.query_one("#progress", ProgressBar).update(progress=min(self.done, self.total))
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         if event.worker.group != "bench" or event.state not in (WorkerState.SUCCESS, WorkerState.ERROR,
                                                                  WorkerState.CANCELLED):
             return
         self.drain()
+        self.query_one(RequestTimeline).end_run(time.time())
         if self._timer is not None:
             self._timer.stop()
         runner, self.runner = self.runner, None

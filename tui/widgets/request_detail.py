@@ -1,4 +1,5 @@
-"""One request's details, for the timeline's Enter: latencies and its inter-token gaps."""
+"""One request's details, for the timeline's Enter: latencies and its inter-token gaps (so far, for a
+request in flight; the screen shows it again when it ends)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from rich.text import Text
 from textual.widgets import Static
 
 from loadgen import RequestRecord
-from tui.widgets.timeline import outcome
+from tui.widgets.timeline import colour, outcome
 
 BLOCKS = " ▁▂▃▄▅▆▇█"
 
@@ -30,7 +31,7 @@ def describe(record: RequestRecord) -> Text:
 
     text = Text()
     text.append(f"request #{record.index} ({record.request_id}) ", style="bold")
-    text.append(outcome(record), style="green" if record.ok else "red")
+    text.append(outcome(record), style=colour(record))
     text.append(f"\nTTFT {ms(record.ttft)}  E2E {ms(record.e2el)}  TPOT {ms(record.tpot)}  "
                 f"tokens in {record.input_tokens} out {record.output_tokens}")
     if record.sched_lag is not None:
@@ -50,5 +51,8 @@ def describe(record: RequestRecord) -> Text:
 class RequestDetail(Static):
     """Shows the request last chosen on the timeline."""
 
+    record: RequestRecord | None = None
+
     def show(self, record: RequestRecord) -> None:
+        self.record = record
         self.update(describe(record))
