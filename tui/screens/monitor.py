@@ -135,7 +135,7 @@ class MonitorScreen(Screen):
         server = self.app.session.selected
         series = self.app.session.telemetry.store.get(server.id) if server else None
         point = series.latest() if series else {}
-        samples = focused.samples
+        samples = len(series.series(focused.key)) if series else 0   # values charted so far
         base = focused.key.split("_")[0]
         if f"{base}_n" in point and base in HISTS:  # percentiles: observations in the window
             samples = int(point[f"{base}_n"] or 0)

@@ -19,6 +19,7 @@ from tui.widgets.event_log import EventLogView
 from tui.widgets.verdict import Verdict
 
 REFRESH_S = 1.0
+COLUMNS = ("id", "name", "state", "uptime", "model", "port", "kind")
 STATE_STYLES = {"ready": "green", "starting": "yellow", "failed": "bold red", "stopped": "dim",
                 "unreachable": "magenta"}
 
@@ -54,7 +55,7 @@ class ServersScreen(Screen):
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
-        for col in ("id", "name", "state", "uptime", "model", "port", "kind"):
+        for col in COLUMNS:
             table.add_column(col, key=col)
         self.query_one("#srv-log", Log).border_title = "log"
         self.shown_log: tuple[str | None, int] = (None, 0)
@@ -82,17 +83,27 @@ class ServersScreen(Screen):
                                           {s.id: s.name for s in session.servers})
 
     def _table(self, servers: list[ServerHandle], now: float) -> None:
+        """Cells are updated in place while the set of servers stays the same (no flicker,
+        the cursor stays put); a new or removed server rebuilds the rows."""
         table = self.query_one(DataTable)
+        rows = {s.id: self._row(s, now) for s in servers}
+        if [k.value for k in table.rows] == list(rows):
+            for sid, cells in rows.items():
+                for col, value in zip(COLUMNS, cells):
+                    table.update_cell(sid, col, value)
+            return
         table.clear()
-        for s in servers:
-            style = STATE_STYLES.get(s.state, "")
-            table.add_row(s.id, s.name, Text(s.state, style=style),
-                          uptime(s.uptime_s(now)) if s.state in ("starting", "ready") else "—",
-                          s.model or "?", str(s.port or "—"),
-                          "launched" if s.launched else "attached", key=s.id)
+        for sid, cells in rows.items():
+            table.add_row(*cells, key=sid)
         sel = self.app.session.selected
         if sel is not None and sel in servers:
             table.move_cursor(row=servers.index(sel), animate=False)
+
+    @staticmethod
+    def _row(s: ServerHandle, now: float) -> tuple:
+        return (s.id, s.name, Text(s.state, style=STATE_STYLES.get(s.state, "")),
+                uptime(s.uptime_s(now)) if s.state in ("starting", "ready") else "—",
+                s.model or "?", str(s.port or "—"), "launched" if s.launched else "attached")
 
     def _log(self, server: ServerHandle | None) -> None:
         log = self.query_one("#srv-log", Log)
