@@ -150,3 +150,21 @@ async def test_real_dyno_serve_from_the_form(results_dir):
         await pilot.press("1", "x")
         assert handle.state == "stopped"
         await wait_until(pilot, lambda: proc.poll() is not None, timeout=20, what="the server to stop")
+
+
+@pytest.mark.asyncio
+async def test_quit_can_leave_launched_servers_running(results_dir, fake_serve):
+    session = Session(results_dir)
+    app = DynoApp(session, scrape=False)
+    async with app.run_test(size=(120, 40)) as pilot:
+        handle = session.launch({})
+        await wait_until(pilot, lambda: handle.state == "ready", what="ready")
+        proc = handle.proc
+        await pilot.press("q", "l")
+        await wait_until(pilot, lambda: not app.is_running, what="the app to quit")
+    try:
+        assert proc.poll() is None          # still serving: it logs to a file, not to our pipe
+        assert handle.log and (results_dir / "tui-logs").is_dir()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
