@@ -43,6 +43,11 @@ class BlockPool:
         return len(self._free)
 
     @property
+    def num_cached_free_blocks(self) -> int:
+        """Free blocks that still hold a cached prefix (reusable until evicted)."""
+        return sum(1 for b in self._cached.values() if b.ref_cnt == 0)
+
+    @property
     def usage(self) -> float:
         """Share of usable blocks held by running requests (cached free blocks count as free)."""
         return 1.0 - self.num_free_blocks / (self.num_blocks - 1)

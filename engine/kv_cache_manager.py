@@ -46,6 +46,14 @@ class KVCacheManager:
     def num_free_blocks(self) -> int:
         return self.pool.num_free_blocks
 
+    @property
+    def num_cached_free_blocks(self) -> int:
+        return self.pool.num_cached_free_blocks
+
+    @property
+    def num_usable_blocks(self) -> int:
+        return self.pool.num_blocks - 1  # block 0 is the padding placeholder
+
     def get_computed_blocks(self, request: Request) -> tuple[KVCacheBlocks, int]:
         """The longest cached prefix of a request that has no blocks yet, and its token count."""
         # Prompt logprobs need every prompt position computed, so such requests skip the cache.

@@ -47,6 +47,8 @@ class EngineStats:
     num_preemptions: int
     num_prompt_tokens: int
     num_generation_tokens: int
+    num_total_blocks: int = 0
+    num_cached_free_blocks: int = 0
 
 
 class LLMEngine:
@@ -137,7 +139,8 @@ class LLMEngine:
         s, kv = self.scheduler, self.kv_cache
         return EngineStats(len(s.running), len(s.waiting), kv.usage, kv.num_free_blocks,
                            kv.stats.num_queried_tokens, kv.stats.num_hit_tokens, s.num_preemptions,
-                           self.num_prompt_tokens, self.num_generation_tokens)
+                           self.num_prompt_tokens, self.num_generation_tokens,
+                           kv.num_usable_blocks, kv.num_cached_free_blocks)
 
     def reset_prefix_cache(self) -> bool:
         return self.kv_cache.reset_prefix_cache()

@@ -31,9 +31,13 @@ EXPLANATIONS: dict[str, Explanation] = {
                            "the latest scrape"),
     "kv_usage_pct": Explanation("KV cache usage", "gauge × 100", "vllm:kv_cache_usage_perc",
                                 "the latest scrape"),
-    "kv_used_blocks": Explanation("KV blocks used", "free × usage / (1 − usage) (total = free / "
-                                  "(1 − usage))", "dyno:kv_cache_free_blocks, "
-                                  "vllm:kv_cache_usage_perc", "the latest scrape"),
+    "kv_used_blocks": Explanation("KV blocks used", "total − free (without a total gauge: "
+                                  "free × usage / (1 − usage))", "dyno:kv_cache_total_blocks, "
+                                  "dyno:kv_cache_free_blocks, vllm:kv_cache_usage_perc",
+                                  "the latest scrape"),
+    "kv_cached_blocks": Explanation("KV blocks cached", "gauge as scraped: free blocks that still "
+                                    "hold a reusable prefix", "dyno:kv_cache_cached_blocks",
+                                    "the latest scrape"),
     "kv_free_blocks": Explanation("KV blocks free", "gauge as scraped",
                                   "dyno:kv_cache_free_blocks", "the latest scrape"),
     "prefix_hit_pct": Explanation("prefix cache hit rate", "100 × Δ hits / Δ queries (tokens)",

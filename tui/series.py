@@ -21,6 +21,8 @@ NAMES = {
     "waiting": ("vllm:num_requests_waiting", "mock_num_requests_waiting"),
     "kv_usage": ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc"),
     "free_blocks": ("dyno:kv_cache_free_blocks",),
+    "total_blocks": ("dyno:kv_cache_total_blocks",),
+    "cached_blocks": ("dyno:kv_cache_cached_blocks",),
     "prefix_queries": ("vllm:prefix_cache_queries_total", "vllm:gpu_prefix_cache_queries_total"),
     "prefix_hits": ("vllm:prefix_cache_hits_total", "vllm:gpu_prefix_cache_hits_total"),
 }
@@ -98,6 +100,18 @@ def window(raw: Raw, base: Raw, name: str) -> list[list[float]]:
     return promhist.subtract(raw.hists[name], base.hists.get(name) if base is not raw else None)
 
 
+def _used_blocks(free: float | None, total: float | None, usage: float | None) -> float | None:
+    """total - free; a server without the total gauge: total = free / (1 - usage), unknown at
+    100% usage."""
+    if free is None:
+        return None
+    if total is not None:
+        return total - free
+    if usage is not None and usage < 1.0:
+        return round(free * usage / (1.0 - usage))
+    return None
+
+
 def derive(raw: Raw, prev: Raw | None, old: Raw) -> dict:
     v = raw.values
     out: dict[str, float | None] = {
@@ -110,10 +124,8 @@ def derive(raw: Raw, prev: Raw | None, old: Raw) -> dict:
     out["kv_usage_pct"] = None if usage is None else usage * 100.0
     free = pick(v, NAMES["free_blocks"])
     out["kv_free_blocks"] = free
-    # dyno exposes free blocks and the usage fraction; used = total - free with
-    # total = free / (1 - usage) (unknown at 100% usage).
-    out["kv_used_blocks"] = (round(free * usage / (1.0 - usage))
-                             if free is not None and usage is not None and usage < 1.0 else None)
+    out["kv_used_blocks"] = _used_blocks(free, pick(v, NAMES["total_blocks"]), usage)
+    out["kv_cached_blocks"] = pick(v, NAMES["cached_blocks"])
     q_now, q_old = pick(v, NAMES["prefix_queries"]), pick(old.values, NAMES["prefix_queries"])
     h_now, h_old = pick(v, NAMES["prefix_hits"]), pick(old.values, NAMES["prefix_hits"])
     if None not in (q_now, q_old, h_now, h_old) and q_now - q_old > 0:

@@ -92,6 +92,10 @@ class _EngineCollector(Collector):
                     "DEPRECATED: Use vllm:kv_cache_usage_perc instead.", s.kv_cache_usage)
         yield gauge("dyno:kv_cache_free_blocks", "KV cache blocks free (dyno's own metric).",
                     s.num_free_blocks)
+        yield gauge("dyno:kv_cache_total_blocks", "KV cache blocks in all (dyno's own metric).",
+                    s.num_total_blocks)
+        yield gauge("dyno:kv_cache_cached_blocks", "Free KV cache blocks that still hold a "
+                    "cached prefix (dyno's own metric).", s.num_cached_free_blocks)
         yield counter("vllm:prefix_cache_queries",
                       "Prefix cache queries, in terms of number of queried tokens.",
                       s.prefix_cache_queries)

@@ -65,6 +65,9 @@ def test_freed_hashed_blocks_go_to_the_back_tail_first():
     assert pool.free_block_ids() == [3, 4, 5, 6, 7, 2, 1]
     assert pool.get_cached_block(h1) is b1
     assert pool.get_cached_block(h2) is b2
+    assert pool.num_cached_free_blocks == 2  # b1 and b2 keep their prefixes until evicted
+    pool.take_new_blocks(6)  # the five unhashed blocks, then b2 (evicted)
+    assert pool.num_cached_free_blocks == 1
 
 
 def test_shared_block_returns_to_the_queue_only_at_ref_cnt_zero():

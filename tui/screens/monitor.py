@@ -34,6 +34,7 @@ PANELS: tuple[tuple[str, str, str, str], ...] = (
     ("kv_usage_pct", "KV usage", "%", "magenta"),
     ("kv_used_blocks", "KV used blocks", "blocks", "magenta"),
     ("kv_free_blocks", "KV free blocks", "blocks", "magenta"),
+    ("kv_cached_blocks", "KV cached (free) blocks", "blocks", "magenta"),
     ("prefix_hit_pct", "prefix hit", "%", "magenta"),
     ("ttft_p50", "TTFT p50", "ms", "blue"),
     ("ttft_p99", "TTFT p99", "ms", "blue"),

@@ -27,7 +27,8 @@ class FakeEngine:
     def __init__(self):
         self.stats = EngineStats(num_running=2, num_waiting=3, kv_cache_usage=0.25, num_free_blocks=48,
                                  prefix_cache_queries=100, prefix_cache_hits=40, num_preemptions=1,
-                                 num_prompt_tokens=500, num_generation_tokens=70)
+                                 num_prompt_tokens=500, num_generation_tokens=70, num_total_blocks=64,
+                                 num_cached_free_blocks=5)
         self.calls = 0
 
     def get(self) -> EngineStats:
@@ -76,6 +77,7 @@ def test_gauges_and_counters_read_stats_at_scrape_time():
     assert one(s, "vllm:prefix_cache_queries_total") == 100 and one(s, "vllm:prefix_cache_hits_total") == 40
     assert one(s, "vllm:prompt_tokens_total") == 500 and one(s, "vllm:generation_tokens_total") == 70
     assert one(s, "vllm:num_preemptions_total") == 1 and one(s, "dyno:kv_cache_free_blocks") == 48
+    assert one(s, "dyno:kv_cache_total_blocks") == 64 and one(s, "dyno:kv_cache_cached_blocks") == 5
     engine.stats.num_prompt_tokens, engine.stats.num_running = 800, 0
     s = scrape(m)
     assert one(s, "vllm:prompt_tokens_total") == 800 and one(s, "vllm:num_requests_running") == 0
