@@ -123,33 +123,39 @@ async def test_real_dyno_serve_from_the_form(results_dir):
         await pilot.press("ctrl+l")
         await wait_until(pilot, lambda: len(session.servers) == 1, what="a server")
         handle = session.servers[0]
-        await wait_until(pilot, lambda: handle.state == "ready", timeout=240, what="dyno serve ready")
-        await pilot.press("enter")
-        await wait_until(pilot, lambda: type(app.screen).__name__ == "MonitorScreen", what="monitor")
-        store = session.telemetry.store
-        # small on purpose: on a busy 2-core CPU each request takes seconds
-        thread = drive_load(handle.base_url, session, num_prompts=4, concurrency=2,
-                            server_id=handle.id, output_len=4)
+        try:
+            await wait_until(pilot, lambda: handle.state == "ready", timeout=240, what="dyno serve ready")
+            await pilot.press("enter")
+            await wait_until(pilot, lambda: type(app.screen).__name__ == "MonitorScreen", what="monitor")
+            store = session.telemetry.store
+            # Load only once a first scrape is in: a rate needs a counter value from before it.
+            await wait_until(pilot, lambda: bool(store.get(handle.id) and store.get(handle.id).points),
+                             timeout=60, what="a first scrape")
+            # small on purpose: on a busy 2-core CPU each request takes seconds
+            thread = drive_load(handle.base_url, session, num_prompts=6, concurrency=2,
+                                server_id=handle.id, output_len=16)
 
-        def peak(name: str) -> float:
-            series = store.get(handle.id)
-            return max((v for _, v in series.series(name)), default=0.0) if series else 0.0
+            def peak(name: str) -> float:
+                series = store.get(handle.id)
+                return max((v for _, v in series.series(name)), default=0.0) if series else 0.0
 
-        await wait_until(pilot, lambda: peak("gen_tps") > 0, timeout=120,
-                         what="generation tokens/s above 0")
-        await wait_until(pilot, lambda: any(e.kind == "breach" for e in session.events.all()),
-                         timeout=120, what="the SLO breach")
-        thread.join(timeout=120)
-        latest = store.get(handle.id).latest()
-        assert latest["ttft_p99"] > 1.0 and latest["ttft_n"] >= 1
-        assert latest["kv_free_blocks"] is not None and latest["kv_usage_pct"] is not None
-        assert session.slos.verdict(handle.id) == "fail"
-        await pilot.pause(1.1)
-        assert "FAIL" in str(app.screen.query_one("#mon-verdict").render())
-        proc = handle.proc
-        await pilot.press("1", "x")
-        assert handle.state == "stopped"
-        await wait_until(pilot, lambda: proc.poll() is not None, timeout=20, what="the server to stop")
+            await wait_until(pilot, lambda: peak("gen_tps") > 0, timeout=120,
+                             what="generation tokens/s above 0")
+            await wait_until(pilot, lambda: any(e.kind == "breach" for e in session.events.all()),
+                             timeout=120, what="the SLO breach")
+            thread.join(timeout=120)
+            latest = store.get(handle.id).latest()
+            assert latest["ttft_p99"] > 1.0 and latest["ttft_n"] >= 1
+            assert latest["kv_free_blocks"] is not None and latest["kv_usage_pct"] is not None
+            assert session.slos.verdict(handle.id) == "fail"
+            await pilot.pause(1.1)
+            assert "FAIL" in str(app.screen.query_one("#mon-verdict").render())
+            proc = handle.proc
+            await pilot.press("1", "x")
+            assert handle.state == "stopped"
+            await wait_until(pilot, lambda: proc.poll() is not None, timeout=20, what="the server to stop")
+        finally:  # a failed check must not leave the server running for the tests after it
+            session.stop_all_launched()
 
 
 @pytest.mark.asyncio
