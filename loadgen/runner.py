@@ -76,11 +76,17 @@ class PointRun:
     # Live events of each request in flight (RequestSent, FirstToken); RequestDone is the sink's.
     on_event: EventCallback | None = None
     stopped_early: bool = False
+    # Set once the workers are told to end (run_point returned, Ctrl-C): none may start another
+    # request after it. httpx/anyio can swallow a CancelledError and uncancel the task, so a
+    # worker cannot rely on seeing its own cancellation (seen in CI: after Ctrl-C the run went
+    # on sending and `dyno bench` never exited).
+    halted: bool = False
     _load: asyncio.Task | None = None
 
     def expired(self) -> bool:
         d = self.limits.duration_s
-        return self.stop_reason is not None or (d is not None and time.perf_counter() - self.started >= d)
+        return (self.halted or self.stop_reason is not None
+                or (d is not None and time.perf_counter() - self.started >= d))
 
     def new_record(self, index: int, scheduled_perf: float, dispatch_perf: float | None) -> RequestRecord:
         clock = self.clock
@@ -149,6 +155,7 @@ async def run_point(run: PointRun, workload: Iterator[WorkItem], rng: np.random.
         if not run.stopped_early or _is_cancelled():
             raise
     finally:
+        run.halted = True
         run._load = None
     return run.records
 
@@ -165,7 +172,7 @@ async def _closed_loop(run: PointRun, items: Iterator[tuple[int, WorkItem]]) -> 
             now = time.perf_counter()
             await _send_item(run, nxt[0], nxt[1], now, now)
 
-    await _gather_all([worker() for _ in range(run.point.concurrency or 1)])
+    await _gather_all(run, [worker() for _ in range(run.point.concurrency or 1)])
 
 
 async def _open_loop(run: PointRun, items: Iterator[tuple[int, WorkItem]], rng: np.random.Generator) -> None:
@@ -178,10 +185,10 @@ async def _open_loop(run: PointRun, items: Iterator[tuple[int, WorkItem]], rng: 
                 offset = item.arrival_s  # trace replay: the trace's own clock
             due = run.started + offset
             d = run.limits.duration_s
-            if run.stop_reason is not None or (d is not None and offset >= d):
+            if run.halted or run.stop_reason is not None or (d is not None and offset >= d):
                 break
             await sleep_until(due)
-            if _is_cancelled():
+            if _is_cancelled() or run.halted:
                 raise asyncio.CancelledError
             task = asyncio.create_task(_send_item(run, index, item, due, time.perf_counter(), cap))
             tasks.add(task)
@@ -206,11 +213,18 @@ async def sleep_until(due: float) -> None:
         await asyncio.sleep(delay - SPIN_WINDOW_S if delay > SPIN_WINDOW_S else 0)
 
 
-async def _gather_all(coros: list) -> None:
+async def _gather_all(run: PointRun, coros: list) -> None:
+    """Run the workers; a worker's error or our own cancellation ends them all at once.
+    asyncio.wait, unlike gather, returns on cancellation without waiting for the workers: one
+    that swallowed its cancel must not hold up Ctrl-C; `halted` stops it at its next request."""
     tasks = [asyncio.create_task(c) for c in coros]
     try:
-        await asyncio.gather(*tasks)
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        for t in done:
+            if not t.cancelled() and t.exception() is not None:
+                raise t.exception()
     finally:
+        run.halted = True
         for t in tasks:
             t.cancel()
 
@@ -235,7 +249,7 @@ async def _send_conversation(run: PointRun, index: int, conv: Conversation, due:
     """Turns in order; each carries the history, with the replies the server really gave."""
     history: list[dict[str, str]] = []
     for turn_no, turn in enumerate(conv.turns):
-        if run.stop_reason is not None:
+        if run.stop_reason is not None or run.halted:
             return
         history.append({"role": "user", "content": turn.prompt})
         spec = RequestSpec(turn.index, turn.prompt, turn.input_tokens, turn.output_tokens, list(history))
