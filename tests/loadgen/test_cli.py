@@ -118,7 +118,10 @@ def test_interrupt_keeps_finished_work(mock_factory, tmp_path):
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "dyno", "bench", "--base-url", mock.base_url, "--max-concurrency",
            "2", "--num-prompts", "100000", "--result-dir", str(out), *SMALL]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # SIGINT as at a terminal: a suite started in the background (`.ci/run &`) ignores SIGINT,
+    # the child would inherit that, and Python keeps an inherited SIG_IGN (no KeyboardInterrupt).
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     _wait_for_lines(out / "requests.jsonl", 10)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=30)
