@@ -14,6 +14,8 @@ import os
 import platform
 from pathlib import Path
 
+from engine.model_source import cache_root
+
 logger = logging.getLogger(__name__)
 
 _SOURCES = (Path(__file__).parent / "csrc" / "paged_decode.cpp",)
@@ -37,8 +39,7 @@ def _build_dir() -> Path:
         digest.update(source.read_bytes())
     digest.update(" ".join(_FLAGS).encode())
     digest.update(_cpu_model().encode())
-    root = Path(os.environ.get("DYNO_CACHE_DIR", Path.home() / ".cache" / "dyno"))
-    return root / "kernels" / digest.hexdigest()[:16]
+    return cache_root() / "kernels" / digest.hexdigest()[:16]  # beside the model cache
 
 
 def _put_ninja_on_path() -> None:
