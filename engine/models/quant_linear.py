@@ -51,7 +51,18 @@ def dequantize_int4(codes: torch.Tensor, scales_and_zeros: torch.Tensor,
     return w.reshape(n, k)
 
 
-class Int8Linear(nn.Module):
+class _WeightOnlyLinear(nn.Module):
+    """Shared by both methods: the kernels take 2-D activations; the bias is added after."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self._matmul(x.reshape(-1, x.shape[-1])).reshape(*x.shape[:-1], -1)
+        return out if self.bias is None else out + self.bias
+
+    def _matmul(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class Int8Linear(_WeightOnlyLinear):
     def __init__(self, linear: nn.Linear) -> None:
         super().__init__()
         q, scale = quantize_int8(linear.weight.detach())
@@ -59,14 +70,11 @@ class Int8Linear(nn.Module):
         self.register_buffer("scale", scale.to(torch.bfloat16))
         self.bias = linear.bias
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shape = x.shape
-        out = torch.ops.aten._weight_int8pack_mm(x.reshape(-1, shape[-1]), self.qweight, self.scale)
-        out = out.reshape(*shape[:-1], -1)
-        return out if self.bias is None else out + self.bias
+    def _matmul(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.ops.aten._weight_int8pack_mm(x, self.qweight, self.scale)
 
 
-class Int4Linear(nn.Module):
+class Int4Linear(_WeightOnlyLinear):
     def __init__(self, linear: nn.Linear) -> None:
         super().__init__()
         codes, scales_and_zeros = quantize_int4(linear.weight.detach())
@@ -75,12 +83,9 @@ class Int4Linear(nn.Module):
         self.register_buffer("scales_and_zeros", scales_and_zeros.to(torch.bfloat16))
         self.bias = linear.bias
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shape = x.shape
-        out = torch.ops.aten._weight_int4pack_mm_for_cpu(
-            x.reshape(-1, shape[-1]), self.packed, INT4_GROUP, self.scales_and_zeros)
-        out = out.reshape(*shape[:-1], -1)
-        return out if self.bias is None else out + self.bias
+    def _matmul(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.ops.aten._weight_int4pack_mm_for_cpu(x, self.packed, INT4_GROUP,
+                                                         self.scales_and_zeros)
 
 
 def can_quantize(linear: nn.Linear, method: str) -> bool:
