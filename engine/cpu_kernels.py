@@ -18,7 +18,8 @@ from engine.model_source import cache_root
 
 logger = logging.getLogger(__name__)
 
-_SOURCES = (Path(__file__).parent / "csrc" / "paged_decode.cpp",)
+_SOURCES = tuple(Path(__file__).parent / "csrc" / name
+                 for name in ("bindings.cpp", "paged_decode.cpp", "elementwise.cpp"))
 _FLAGS = ["-O3", "-march=native", "-fopenmp", "-ffast-math"]
 
 

@@ -3,7 +3,7 @@
 //
 // Each sequence is one task: it scores its context for every head, then takes the softmax and
 // the weighted sum of values. Positions outside [ctx_len - window, ctx_len) are never read.
-#include <torch/extension.h>
+#include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
 #include <algorithm>
@@ -124,8 +124,4 @@ at::Tensor paged_decode(const at::Tensor& q, const at::Tensor& kv, const at::Ten
     run<at::BFloat16>(qc, kv, table, ctx_lens, block_size, window, scale, out);
   }
   return out;
-}
-
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("paged_decode", &paged_decode, "paged decode attention (CPU)");
 }

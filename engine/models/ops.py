@@ -1,11 +1,13 @@
 """The model's element-wise work (RMSNorm with the residual add, rotary, SiLU-and-mul): plain
-torch on the CPU, written exactly as transformers computes it; Triton kernels on the GPU path."""
+torch written exactly as transformers computes it; in bf16 on the CPU, dyno's C++ kernels
+(engine/csrc/elementwise.cpp, same roundings, one pass each); Triton kernels on the GPU path."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
+from engine import cpu_kernels
 from engine.attention import backend_name
 
 
@@ -33,6 +35,33 @@ class TorchOps:
         return F.silu(gate) * up
 
 
+class CpuOps(TorchOps):
+    """bf16 through the C++ kernels; fp32 (the exactness tests' dtype) keeps torch's ops."""
+
+    def __init__(self, kernels) -> None:
+        self.kernels = kernels
+
+    def rms_norm(self, x, weight, eps):
+        if x.dtype != torch.bfloat16:
+            return TorchOps.rms_norm(x, weight, eps)
+        return self.kernels.add_rms_norm(x, None, weight, eps)[0]
+
+    def add_rms_norm(self, x, residual, weight, eps):
+        if x.dtype != torch.bfloat16:
+            return TorchOps.add_rms_norm(x, residual, weight, eps)
+        return self.kernels.add_rms_norm(x, residual, weight, eps)
+
+    def rotary(self, q, k, cos, sin):
+        if q.dtype != torch.bfloat16:
+            return TorchOps.rotary(q, k, cos, sin)
+        return self.kernels.rotary(q, k, cos, sin)
+
+    def silu_and_mul(self, x):
+        if x.dtype != torch.bfloat16:
+            return TorchOps.silu_and_mul(x)
+        return self.kernels.silu_and_mul(x)
+
+
 class TritonOps:
     def __init__(self) -> None:
         import kernels  # imports triton: only on this path
@@ -44,7 +73,10 @@ class TritonOps:
 
 
 def make_ops():
-    return TorchOps() if backend_name() == "torch" else TritonOps()
+    if backend_name() != "torch":
+        return TritonOps()
+    kernels = cpu_kernels.load() if torch.get_default_device().type == "cpu" else None
+    return TorchOps() if kernels is None else CpuOps(kernels)
 
 
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,20 @@
+// The Python module of dyno's CPU kernels: each kernel lives in its own source file.
+#include <torch/extension.h>
+
+#include <tuple>
+
+at::Tensor paged_decode(const at::Tensor& q, const at::Tensor& kv, const at::Tensor& table,
+                        const at::Tensor& ctx_lens, int64_t block_size, int64_t window,
+                        double scale);
+std::tuple<at::Tensor, at::Tensor> add_rms_norm(const at::Tensor& x, const c10::optional<at::Tensor>& residual,
+                                                const at::Tensor& weight, double eps);
+std::tuple<at::Tensor, at::Tensor> rotary(const at::Tensor& q, const at::Tensor& k,
+                                          const at::Tensor& cos, const at::Tensor& sin);
+at::Tensor silu_and_mul(const at::Tensor& x);
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("paged_decode", &paged_decode, "paged decode attention (CPU)");
+  m.def("add_rms_norm", &add_rms_norm, "bf16 RMSNorm with its residual add (CPU)");
+  m.def("rotary", &rotary, "bf16 rotary embedding of q and k (CPU)");
+  m.def("silu_and_mul", &silu_and_mul, "bf16 SiLU(gate) * up (CPU)");
+}
