@@ -17,10 +17,11 @@ def can_pack(dtype: torch.dtype, device: torch.device) -> bool:
 
 
 class PackedLinear(nn.Module):
-    def __init__(self, linear: nn.Linear) -> None:
+    def __init__(self, linear: nn.Linear, keep_weight: bool = True) -> None:
         super().__init__()
-        # The original parameters stay: tied weights (lm_head = embed_tokens) still need them.
-        self.weight = linear.weight
+        # The original parameters stay (tied weights, lm_head = embed_tokens, still need them)
+        # unless the caller made the linear only to pack it.
+        self.weight = linear.weight if keep_weight else None
         self.bias = linear.bias
         self.packed = torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach(), 1)
 

@@ -3,8 +3,10 @@
 A decode step at a few sequences reads every weight once and does little arithmetic on it, so
 its time is the weights' bytes over memory bandwidth: int8 halves them and int4 quarters them
 (measured on these cores, all linears of the default model at one sequence: bf16 18.4 ms,
-int8 13.2 ms, int4 8.7 ms). At 32 sequences the dequantizing kernels cost more than they save
-(bf16 23 ms, int4 58 ms): quantization is a single-stream and memory-footprint trade.
+int8 13.2 ms, int4 8.7 ms). From a few rows on, the dequantizing kernels cost more than they
+save (at 32 rows bf16 23 ms, int4 58 ms), so each layer also keeps its dequantized weight in
+bf16 and multiplies batches of DENSE_FROM_ROWS rows or more (prefills, busy decode steps) with
+it: the same weights, bf16's speed, at the cost of holding both copies.
 
 int8: one symmetric scale per output channel. int4: asymmetric, one scale and zero point per
 group of 32 input channels, the layout torch's int4 CPU kernel takes. Activations stay in the
@@ -16,8 +18,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from engine.models.packed_linear import PackedLinear, can_pack
+
 METHODS = ("int8", "int4")
 INT4_GROUP = 32
+DENSE_FROM_ROWS = 10  # int4 decode steps in the engine: ahead at 8 rows (31.2 vs 33.3 ms), behind at 12 (43.5 vs 37.1)
 _INNER_K_TILES = 2  # the int4 packing's K tiling; 2 is what the CPU kernel is tuned for
 
 
@@ -54,8 +59,19 @@ def dequantize_int4(codes: torch.Tensor, scales_and_zeros: torch.Tensor,
 class _WeightOnlyLinear(nn.Module):
     """Shared by both methods: the kernels take 2-D activations; the bias is added after."""
 
+    def __init__(self, linear: nn.Linear, dequantized: torch.Tensor) -> None:
+        super().__init__()
+        self.bias = linear.bias
+        dense = nn.Linear(linear.in_features, linear.out_features, bias=linear.bias is not None)
+        dense.weight = nn.Parameter(dequantized.to(torch.bfloat16), requires_grad=False)
+        dense.bias = linear.bias
+        self.dense = PackedLinear(dense, keep_weight=False) if can_pack(torch.bfloat16, dense.weight.device) else dense
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self._matmul(x.reshape(-1, x.shape[-1])).reshape(*x.shape[:-1], -1)
+        rows = x.reshape(-1, x.shape[-1])
+        if rows.shape[0] >= DENSE_FROM_ROWS:
+            return self.dense(rows).reshape(*x.shape[:-1], -1)
+        out = self._matmul(rows).reshape(*x.shape[:-1], -1)
         return out if self.bias is None else out + self.bias
 
     def _matmul(self, x: torch.Tensor) -> torch.Tensor:
@@ -64,11 +80,11 @@ class _WeightOnlyLinear(nn.Module):
 
 class Int8Linear(_WeightOnlyLinear):
     def __init__(self, linear: nn.Linear) -> None:
-        super().__init__()
         q, scale = quantize_int8(linear.weight.detach())
+        scale = scale.to(torch.bfloat16)
+        super().__init__(linear, q.float() * scale.float()[:, None])
         self.register_buffer("qweight", q)
-        self.register_buffer("scale", scale.to(torch.bfloat16))
-        self.bias = linear.bias
+        self.register_buffer("scale", scale)
 
     def _matmul(self, x: torch.Tensor) -> torch.Tensor:
         return torch.ops.aten._weight_int8pack_mm(x, self.qweight, self.scale)
@@ -76,12 +92,12 @@ class Int8Linear(_WeightOnlyLinear):
 
 class Int4Linear(_WeightOnlyLinear):
     def __init__(self, linear: nn.Linear) -> None:
-        super().__init__()
         codes, scales_and_zeros = quantize_int4(linear.weight.detach())
+        scales_and_zeros = scales_and_zeros.to(torch.bfloat16)
+        super().__init__(linear, dequantize_int4(codes, scales_and_zeros.float()))
         self.register_buffer("packed", torch.ops.aten._convert_weight_to_int4pack_for_cpu(
             codes, _INNER_K_TILES))
-        self.register_buffer("scales_and_zeros", scales_and_zeros.to(torch.bfloat16))
-        self.bias = linear.bias
+        self.register_buffer("scales_and_zeros", scales_and_zeros)
 
     def _matmul(self, x: torch.Tensor) -> torch.Tensor:
         return torch.ops.aten._weight_int4pack_mm_for_cpu(x, self.packed, INT4_GROUP,

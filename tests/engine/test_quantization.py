@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from engine import LLM, SamplingParams
-from engine.models.quant_linear import (Int4Linear, Int8Linear, dequantize_int4, quantize_int4,
-                                        quantize_int8, quantize_linears)
+from engine.models.quant_linear import (DENSE_FROM_ROWS, Int4Linear, Int8Linear, dequantize_int4,
+                                        quantize_int4, quantize_int8, quantize_linears)
 
 
 @pytest.fixture
@@ -38,6 +38,17 @@ def test_int4_layer_computes_with_its_quantized_weight(linear):
     assert int(codes.min()) == 0 and int(codes.max()) == 15
     want = _reference(x, dequantize_int4(codes, scales_and_zeros.to(torch.bfloat16).float()), linear.bias)
     torch.testing.assert_close(Int4Linear(linear)(x).float(), want, rtol=2e-2, atol=2e-2)
+
+
+@pytest.mark.parametrize("kind", [Int8Linear, Int4Linear])
+def test_batches_of_many_rows_take_the_same_weights_in_bf16(linear, kind):
+    """From DENSE_FROM_ROWS rows on, a layer multiplies by its dequantized bf16 weight: each row
+    gets what it gets alone, up to bf16 rounding of the weight and the sum."""
+    layer = kind(linear)
+    x = torch.randn(DENSE_FROM_ROWS + 3, 128, dtype=torch.bfloat16)
+    assert layer.dense.weight is None  # packed only: the bf16 copy is not held twice
+    one_at_a_time = torch.cat([layer(row[None]) for row in x])
+    torch.testing.assert_close(layer(x).float(), one_at_a_time.float(), rtol=2e-2, atol=2e-2)
 
 
 def test_int4_round_trip_error_is_at_most_half_a_step(linear):
