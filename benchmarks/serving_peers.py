@@ -413,7 +413,10 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    a = make_parser().parse_args(argv)
+    parser = make_parser()
+    a = parser.parse_args(argv)
+    if Path(a.out).suffix != ".json" or Path(a.out).is_dir():
+        parser.error(f"--out {a.out}: name a .json file; the Markdown table and the runs' logs go beside it")
     if a.tokenizer == "none":
         a.tokenizer = None
     elif a.tokenizer == "auto":
