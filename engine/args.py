@@ -287,7 +287,8 @@ class EngineArgs:
     # -- processing --------------------------------------------------------------------
     max_num_batched_tokens: int | None = field_(
         None, group="processing", rule=at_least(1),
-        help="Token budget of one step (None: derived by the engine).")
+        help="Token budget of one step (None: derived by the engine: room for the longest "
+             "prompt, with new prompts batched up to 2048 tokens a step).")
     max_num_seqs: int = field_(256, group="processing", rule=at_least(1),
                                help="Most sequences running at once.")
     max_logprobs: int = field_(20, group="processing", rule=at_least(0),

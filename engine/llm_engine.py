@@ -17,7 +17,7 @@ from engine.outputs import RequestOutput
 from engine.request import Request, RequestStatus
 from engine.sampling_params import SamplingParams
 from engine.scheduler import Scheduler, SchedulerConfig
-from engine.setup import EngineInfo, build_engine_parts
+from engine.setup import EngineInfo, build_engine_parts, prompt_batch_tokens
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +61,8 @@ class LLMEngine:
         self.scheduler = Scheduler(SchedulerConfig(
             max_num_seqs=args.max_num_seqs, max_num_batched_tokens=parts.info.max_num_batched_tokens,
             max_model_len=parts.info.max_model_len, enable_chunked_prefill=args.enable_chunked_prefill,
-            delay_factor=args.scheduler_delay_factor), self.kv_cache)
+            delay_factor=args.scheduler_delay_factor,
+            prompt_batch_tokens=prompt_batch_tokens(args)), self.kv_cache)
         self.runner = ModelRunner(parts.model, parts.kv_caches, args.block_size,
                                   parts.info.eos_token_id, args.seed)
         self.outputs = OutputProcessor(self.tokenizer)

@@ -24,6 +24,10 @@ class SchedulerConfig:
     max_model_len: int
     enable_chunked_prefill: bool = False
     delay_factor: float = 0.0
+    # New prompts of one step stop at this many tokens, though the first always goes: a wave
+    # of arrivals then gets first tokens in turns, not all after one long step (None: the
+    # budget alone decides).
+    prompt_batch_tokens: int | None = None
 
 
 class Scheduler:
@@ -105,6 +109,7 @@ class Scheduler:
         return budget, preempted
 
     def _schedule_waiting(self, budget, num_scheduled, new_reqs) -> None:
+        cap, prompt_tokens = self.config.prompt_batch_tokens, 0
         while self.waiting and budget > 0 and len(self.running) < self.config.max_num_seqs:
             request = self.waiting[0]
             computed, num_hit = self.kv_cache.get_computed_blocks(request)
@@ -113,6 +118,8 @@ class Scheduler:
                 if not self.config.enable_chunked_prefill:
                     break
                 num_new = budget
+            if cap is not None and prompt_tokens and prompt_tokens + num_new > cap:
+                break
             blocks = self.kv_cache.allocate_slots(request, num_new, computed)
             if blocks is None:
                 break
@@ -125,6 +132,7 @@ class Scheduler:
             self.running.append(request)
             self._record(request, num_new, blocks, num_scheduled, new_reqs, [])
             budget -= num_new
+            prompt_tokens += num_new
 
     def _record(self, request: Request, num_new: int, blocks: KVCacheBlocks,
                 num_scheduled, new_reqs, cached_reqs) -> None:

@@ -90,6 +90,19 @@ def _max_model_len(args: EngineArgs, hf_config) -> int:
     return args.max_model_len
 
 
+# With the budget derived (room for the longest prompt), new prompts batch up to this many
+# tokens a step: vLLM's CPU server budget. A wave of 64 prompts of 128 tokens then takes four
+# steps rather than one 1.8 s step before any first token (mean TTFT at 64 streams: 2.3 s).
+DERIVED_PROMPT_BATCH_TOKENS = 2048
+
+
+def prompt_batch_tokens(args: EngineArgs) -> int | None:
+    """The scheduler's cap on new prompt tokens per step: only where dyno chose the budget."""
+    if args.max_num_batched_tokens is None and not args.enable_chunked_prefill:
+        return DERIVED_PROMPT_BATCH_TOKENS
+    return None
+
+
 def _token_budget(args: EngineArgs, max_model_len: int) -> int:
     """vLLM's defaults: 512 tokens a step with chunked prefill, else room for the longest prompt."""
     if args.max_num_batched_tokens is not None:

@@ -21,12 +21,14 @@ SAMPLED_TOKEN_ID = 7  # what make_runner_output samples unless told otherwise
 def create_scheduler(*, num_blocks: int = 101, max_num_seqs: int = 16,
                      max_num_batched_tokens: int = 8192, max_model_len: int = 1024,
                      enable_prefix_caching: bool = True, enable_chunked_prefill: bool = False,
-                     delay_factor: float = 0.0, block_size: int = BLOCK_SIZE) -> Scheduler:
+                     delay_factor: float = 0.0, block_size: int = BLOCK_SIZE,
+                     prompt_batch_tokens: int | None = None) -> Scheduler:
     config = SchedulerConfig(max_num_seqs=max_num_seqs,
                              max_num_batched_tokens=max_num_batched_tokens,
                              max_model_len=max_model_len,
                              enable_chunked_prefill=enable_chunked_prefill,
-                             delay_factor=delay_factor)
+                             delay_factor=delay_factor,
+                             prompt_batch_tokens=prompt_batch_tokens)
     return Scheduler(config, KVCacheManager(num_blocks, block_size, enable_prefix_caching))
 
 

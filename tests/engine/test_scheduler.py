@@ -10,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from engine import LLM
 from engine.request import RequestStatus
 from engine.scheduler import Scheduler
 from engine.step import (CachedRequestData, ModelRunnerOutput, NewRequestData, SchedulerOutput)
@@ -86,6 +87,27 @@ def test_without_chunking_a_prompt_waits_for_room_in_the_budget():
     assert sched.num_scheduled_tokens == {"0": 1, "1": 20}
     sched, _ = step(scheduler)
     assert sched.num_scheduled_tokens == {"0": 1, "1": 1, "2": 20}
+
+
+def test_a_wave_of_prompts_is_admitted_in_turns_under_the_prompt_batch_cap():
+    scheduler = create_scheduler(max_num_batched_tokens=1024, prompt_batch_tokens=48)
+    requests = create_requests(5, 20)
+    add(scheduler, requests)
+    sched, _ = step(scheduler)
+    assert sched.num_scheduled_tokens == {"0": 20, "1": 20}  # a third would make 60 > 48
+    sched, _ = step(scheduler)
+    assert sched.num_scheduled_tokens == {"0": 1, "1": 1, "2": 20, "3": 20}
+    sched, _ = step(scheduler)
+    assert sched.num_scheduled_tokens == {"0": 1, "1": 1, "2": 1, "3": 1, "4": 20}
+
+
+def test_a_prompt_over_the_prompt_batch_cap_still_goes_first_and_alone():
+    scheduler = create_scheduler(max_num_batched_tokens=1024, prompt_batch_tokens=48)
+    add(scheduler, create_requests(1, 100) + create_requests(1, 10, start=1))
+    sched, _ = step(scheduler)
+    assert sched.num_scheduled_tokens == {"0": 100}
+    sched, _ = step(scheduler)
+    assert sched.num_scheduled_tokens == {"0": 1, "1": 10}
 
 
 def test_without_chunking_a_prompt_over_the_budget_is_never_split():
@@ -568,3 +590,14 @@ def test_random_traffic_never_leaks_blocks(ops, num_blocks, max_num_seqs, chunke
     assert scheduler.kv_cache._req_blocks == {} and scheduler.kv_cache._req_hashes == {}
     assert scheduler.kv_cache._req_num_cached == {}
     assert scheduler.kv_cache.reset_prefix_cache() is True
+
+
+@pytest.mark.parametrize("flags, cap", [
+    ({}, 2048),  # the budget is dyno's to choose: prompts batch 2048 tokens a step
+    ({"max_num_batched_tokens": 256}, None),  # the user's budget is the only limit
+    ({"enable_chunked_prefill": True}, None),
+])
+def test_new_prompts_are_capped_only_when_dyno_derives_the_budget(tiny_models, flags, cap):
+    path, _ = tiny_models["llama"]
+    llm = LLM(str(path), skip_tokenizer_init=True, max_model_len=256, **flags)
+    assert llm.engine.scheduler.config.prompt_batch_tokens == cap
