@@ -85,6 +85,9 @@ class TorchAttention:
 
     def _write(self, k, v, cache: KVCacheLayer, slots: torch.Tensor) -> None:
         kv = cache.kv
+        if self.kernels is not None and not cache.is_fp8 and kv.device.type == "cpu":
+            self.kernels.kv_write(kv, k, v, slots)
+            return
         if cache.is_fp8:
             # CPU index ops have no fp8 kernels: move the bytes as uint8.
             k = (k / cache.k_scale).to(kv.dtype).view(torch.uint8)

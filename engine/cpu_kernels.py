@@ -19,7 +19,8 @@ from engine.model_source import cache_root
 logger = logging.getLogger(__name__)
 
 _SOURCES = tuple(Path(__file__).parent / "csrc" / name
-                 for name in ("bindings.cpp", "paged_decode.cpp", "elementwise.cpp"))
+                 for name in ("bindings.cpp", "paged_decode.cpp", "kv_write.cpp",
+                                  "elementwise.cpp"))
 _FLAGS = ["-O3", "-march=native", "-fopenmp", "-ffast-math"]
 
 

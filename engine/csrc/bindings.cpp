@@ -11,9 +11,11 @@ std::tuple<at::Tensor, at::Tensor> add_rms_norm(const at::Tensor& x, const c10::
 std::tuple<at::Tensor, at::Tensor> rotary(const at::Tensor& q, const at::Tensor& k,
                                           const at::Tensor& cos, const at::Tensor& sin);
 at::Tensor silu_and_mul(const at::Tensor& x);
+void kv_write(at::Tensor& kv, const at::Tensor& k, const at::Tensor& v, const at::Tensor& slots);
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("paged_decode", &paged_decode, "paged decode attention (CPU)");
+  m.def("kv_write", &kv_write, "write a step's keys and values into their cache slots (CPU)");
   m.def("add_rms_norm", &add_rms_norm, "bf16 RMSNorm with its residual add (CPU)");
   m.def("rotary", &rotary, "bf16 rotary embedding of q and k (CPU)");
   m.def("silu_and_mul", &silu_and_mul, "bf16 SiLU(gate) * up (CPU)");
