@@ -72,6 +72,6 @@ def load():
                                   extra_cflags=_FLAGS, extra_ldflags=["-fopenmp"],
                                   build_directory=str(build), verbose=False)
     except Exception as e:  # no compiler, no ninja, a failed build: the torch path still works
-        logger.warning("CPU attention kernels unavailable (%s); using torch's attention",
+        logger.warning("dyno's CPU kernels unavailable (%s); using torch's ops",
                        str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
         return None
