@@ -76,6 +76,8 @@ class TorchAttention:
                 meta: AttentionMetadata) -> torch.Tensor:
         """q: [num_tokens, num_heads, head_dim]; k, v: [num_tokens, num_kv_heads, head_dim]."""
         self._write(k, v, cache, meta.slot_mapping)
+        if not meta.prefills:  # a decode-only step: no output to assemble
+            return self._decode(q, cache, meta).reshape(q.shape[0], self.num_heads * self.head_dim)
         out = torch.empty_like(q)
         if meta.num_decodes:
             out[:meta.num_decodes] = self._decode(q[:meta.num_decodes], cache, meta)

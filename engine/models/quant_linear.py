@@ -68,10 +68,11 @@ class _WeightOnlyLinear(nn.Module):
         self.dense = PackedLinear(dense, keep_weight=False) if can_pack(torch.bfloat16, dense.weight.device) else dense
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        rows = x.reshape(-1, x.shape[-1])
-        if rows.shape[0] >= DENSE_FROM_ROWS:
-            return self.dense(rows).reshape(*x.shape[:-1], -1)
-        out = self._matmul(rows).reshape(*x.shape[:-1], -1)
+        if x.dim() != 2:  # the engine passes [tokens, features]; others may not
+            return self.forward(x.reshape(-1, x.shape[-1])).reshape(*x.shape[:-1], -1)
+        if x.shape[0] >= DENSE_FROM_ROWS:
+            return self.dense(x)
+        out = self._matmul(x)
         return out if self.bias is None else out + self.bias
 
     def _matmul(self, x: torch.Tensor) -> torch.Tensor:
