@@ -274,7 +274,7 @@ class EngineArgs:
     quantization: str | None = field_(
         None, group="model settings", choices=_QUANT_METHODS,
         help="Weight-only quantization at load time (CPU, computes in bfloat16): int8 per "
-             "channel or int4 in groups of 32. Faster at a few sequences; batches of 10 rows or "
+             "channel or int4 in groups of 32. Faster at a few sequences; batches of 8 rows or "
              "more use the dequantized weights in bf16 (both copies are held).")
     quantization_param_path: str | None = field_(
         None, group="model settings",
