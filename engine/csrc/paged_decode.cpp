@@ -6,7 +6,9 @@
 // bf16 on AVX-512 takes faster paths for both halves (see dot_bf16 and weigh_values_64).
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#if defined(__x86_64__)
 #include <immintrin.h>
+#endif
 
 #include <algorithm>
 #include <cmath>
@@ -32,6 +34,21 @@ inline void load_row(const T* __restrict__ src, float* __restrict__ dst, int64_t
   for (int64_t i = 0; i < n; ++i) dst[i] = to_float(src[i]);
 }
 
+
+// The cache row of the position one block ahead, fetched while this one is worked on: in the
+// engine each layer's K/V was last touched a whole step ago, and a block's 16 rows are too few
+// for the hardware prefetcher to get going before the next block, elsewhere in the pool.
+// slot_bytes: one slot's row in the pool; bytes: how much of it, from `pool` on, to fetch.
+inline void prefetch_ahead(const void* pool, const int64_t* table, int64_t t, int64_t ctx_len,
+                           int64_t block_size, int64_t slot_bytes, int64_t bytes) {
+  const int64_t ahead = t + block_size;
+  if (ahead >= ctx_len) return;
+  const char* row = static_cast<const char*>(pool) +
+                    (table[ahead / block_size] * block_size + ahead % block_size) * slot_bytes;
+#if defined(__SSE__)
+  for (int64_t off = 0; off < bytes; off += 64) _mm_prefetch(row + off, _MM_HINT_T0);
+#endif
+}
 
 // bf16 queries and keys on AVX-512 BF16: dot products of the raw bf16 pairs (exact products,
 // fp32 sums), so keys are never converted to fp32. With the values weighed in registers
@@ -63,6 +80,7 @@ void weigh_values_64(const at::BFloat16* v_pool, const int64_t* table, int64_t f
   for (int64_t t = first; t < ctx_len; ++t) {
     const int64_t slot = table[t / block_size] * block_size + t % block_size;
     const at::BFloat16* v = v_pool + slot * kv_stride;
+    prefetch_ahead(v_pool, table, t, ctx_len, block_size, kv_stride * 2, 64 * 2);  // this kv head
     __m512 x[4];
     for (int c = 0; c < 4; ++c)
       x[c] = _mm512_castsi512_ps(_mm512_slli_epi32(
@@ -140,10 +158,12 @@ void decode_seq(const T* q, const T* k_pool, const T* v_pool, const int64_t* tab
                 std::vector<float>& qf, std::vector<float>& row, std::vector<float>& acc) {
   const int64_t n = ctx_len - first, group = num_heads / num_kv_heads;
   const int64_t kv_stride = num_kv_heads * head_dim;
+  const int64_t slot_bytes = kv_stride * static_cast<int64_t>(sizeof(T));
   scores.resize(static_cast<size_t>(num_heads * n));
   load_row(q, qf.data(), num_heads * head_dim);
   for (int64_t t = first; t < ctx_len; ++t) {
     const int64_t slot = table[t / block_size] * block_size + t % block_size;
+    prefetch_ahead(k_pool, table, t, ctx_len, block_size, slot_bytes, slot_bytes);
     score(q, qf.data(), k_pool + slot * kv_stride, row.data(), t - first, n, num_heads, group,
           kv_stride, head_dim, scale, scores.data());
   }
@@ -165,6 +185,7 @@ void decode_seq(const T* q, const T* k_pool, const T* v_pool, const int64_t* tab
   std::fill(acc.begin(), acc.end(), 0.f);
   for (int64_t t = first; t < ctx_len; ++t) {
     const int64_t slot = table[t / block_size] * block_size + t % block_size;
+    prefetch_ahead(v_pool, table, t, ctx_len, block_size, slot_bytes, slot_bytes);
     load_row(v_pool + slot * kv_stride, row.data(), kv_stride);
     for (int64_t h = 0; h < num_heads; ++h) {
       const float p = scores[h * n + (t - first)];
