@@ -22,7 +22,8 @@ from engine.models.packed_linear import PackedLinear, can_pack
 
 METHODS = ("int8", "int4")
 INT4_GROUP = 32
-DENSE_FROM_ROWS = 8  # int4 decode steps in the engine: ahead at 6 rows (22.0 vs 22.7 ms), behind at 8 (25.0 vs 23.7)
+# int4 decode steps in the engine: ahead at 6 rows (22.0 vs 22.7 ms), behind at 8 (25.0 vs 23.7)
+DENSE_FROM_ROWS = 8
 _INNER_K_TILES = 2  # the int4 packing's K tiling; 2 is what the CPU kernel is tuned for
 
 
@@ -65,7 +66,8 @@ class _WeightOnlyLinear(nn.Module):
         dense = nn.Linear(linear.in_features, linear.out_features, bias=linear.bias is not None)
         dense.weight = nn.Parameter(dequantized.to(torch.bfloat16), requires_grad=False)
         dense.bias = linear.bias
-        self.dense = PackedLinear(dense, keep_weight=False) if can_pack(torch.bfloat16, dense.weight.device) else dense
+        packable = can_pack(torch.bfloat16, dense.weight.device)
+        self.dense = PackedLinear(dense, keep_weight=False) if packable else dense
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 2:  # the engine passes [tokens, features]; others may not
