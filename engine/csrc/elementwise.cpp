@@ -34,7 +34,13 @@ std::tuple<at::Tensor, at::Tensor> add_rms_norm(const at::Tensor& x, const c10::
   const int64_t dim = x.size(-1), rows = x.numel() / dim;
   at::Tensor xc = x.contiguous(), wc = weight.contiguous();
   at::Tensor total = residual.has_value() ? at::empty_like(xc) : xc;
-  const bf16* rp = residual.has_value() ? residual->contiguous().data_ptr<bf16>() : nullptr;
+  at::Tensor rc;  // held here: a contiguous copy of a strided residual must outlive the loop
+  if (residual.has_value()) {
+    check_bf16(*residual, "add_rms_norm");
+    TORCH_CHECK(residual->sizes() == x.sizes(), "add_rms_norm: x and residual shapes differ");
+    rc = residual->contiguous();
+  }
+  const bf16* rp = rc.defined() ? rc.data_ptr<bf16>() : nullptr;
   at::Tensor out = at::empty_like(xc);
   const bf16 *xp = xc.data_ptr<bf16>(), *wp = wc.data_ptr<bf16>();
   bf16 *tp = total.data_ptr<bf16>(), *op = out.data_ptr<bf16>();

@@ -30,6 +30,15 @@ def test_add_rms_norm_matches_torch_bit_for_bit(rows):
     assert torch.equal(KERNELS.add_rms_norm(x, None, weight, 1e-5)[0], TorchOps.rms_norm(x, weight, 1e-5))
 
 
+def test_a_strided_residual_is_read_as_its_values(rows):
+    x = torch.randn(rows, 576).bfloat16()
+    residual = torch.randn(576, rows).bfloat16().T  # not contiguous
+    weight = (torch.rand(576) + 0.5).bfloat16()
+    out, total = KERNELS.add_rms_norm(x, residual, weight, 1e-5)
+    want_out, want_total = TorchOps.add_rms_norm(x, residual, weight, 1e-5)
+    assert torch.equal(total, want_total) and torch.equal(out, want_out)
+
+
 def test_rotary_matches_torch_bit_for_bit_on_a_fused_qkv_view(rows):
     q, k, _ = torch.randn(rows, 576 + 2 * 192).bfloat16().split([576, 192, 192], dim=-1)
     q, k = q.view(rows, 9, 64), k.view(rows, 3, 64)  # strided views, as the model passes them
