@@ -85,9 +85,13 @@ class TorchAttention:
             out[span.start:span.end] = self._prefill(q[span.start:span.end], cache, span)
         return out.view(q.shape[0], self.num_heads * self.head_dim)
 
+    def _in_place(self, cache: KVCacheLayer) -> bool:
+        """Whether the C++ kernels read and write this cache (they take no fp8)."""
+        return self.kernels is not None and not cache.is_fp8 and cache.kv.device.type == "cpu"
+
     def _write(self, k, v, cache: KVCacheLayer, slots: torch.Tensor) -> None:
         kv = cache.kv
-        if self.kernels is not None and not cache.is_fp8 and kv.device.type == "cpu":
+        if self._in_place(cache):
             self.kernels.kv_write(kv, k, v, slots)
             return
         if cache.is_fp8:
@@ -116,7 +120,7 @@ class TorchAttention:
         return k, v
 
     def _decode(self, q, cache: KVCacheLayer, meta: AttentionMetadata) -> torch.Tensor:
-        if self.kernels is not None and not cache.is_fp8 and q.device.type == "cpu":
+        if self._in_place(cache):
             return self.kernels.paged_decode(q, cache.kv, meta.decode_block_table,
                                              meta.decode_context_lens, cache.block_size,
                                              self.window, self.scale)
