@@ -20,7 +20,7 @@ logger = logging.getLogger(__name__)
 
 _SOURCES = tuple(Path(__file__).parent / "csrc" / name
                  for name in ("bindings.cpp", "paged_decode.cpp", "kv_write.cpp",
-                                  "elementwise.cpp"))
+                                  "elementwise.cpp", "amx_linear.cpp"))
 _FLAGS = ["-O3", "-march=native", "-fopenmp", "-ffast-math"]
 
 
