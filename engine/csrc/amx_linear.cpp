@@ -50,23 +50,71 @@ void int8_to_bf16(const int8_t* src, bf16* dst, int64_t count) {
   }
 }
 
+constexpr int64_t kBlock = 2 * kRows * kPanel;  // one input block of a panel, both halves
+
+// An int8 panel: each input block is 1024 codes in tile order.
+struct Int8Panel {
+  const int8_t* src;
+  __attribute__((target("avx512f,avx512bw,avx512bf16")))
+  void operator()(int64_t kb, bf16* dst) const {
+    const char* ahead = reinterpret_cast<const char*>(src + (kb + kPrefetchBlocks) * kBlock);
+    for (int64_t a = 0; a < kBlock; a += 64) _mm_prefetch(ahead + a, _MM_HINT_T0);
+    int8_to_bf16(src + kb * kBlock, dst, kBlock);
+  }
+};
+
+__attribute__((target("avx512f,avx512bw")))
+inline __m512 bf16x16_to_float(const bf16* p) {
+  const __m512i wide = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(wide, 16));
+}
+
+// An int4 panel: per input block (one quantization group) and half, 16 tile rows of 16 bytes,
+// byte j holding row positions j (low nibble) and j + 16 (high), then 16 bf16 scales and 16
+// zero points. Weight = (code - 8) * scale + zero, as dequantize_int4 has it.
+struct Int4Panel {
+  const uint8_t* codes;
+  const bf16* scales_zeros;
+  __attribute__((target("avx512f,avx512bw,avx512bf16")))
+  void operator()(int64_t kb, bf16* dst) const {
+    constexpr int64_t kHalfBytes = kRows * 16, kHalfParams = 32;
+    const char* ahead = reinterpret_cast<const char*>(codes + (kb + kPrefetchBlocks) * 2 * kHalfBytes);
+    for (int64_t a = 0; a < 2 * kHalfBytes; a += 64) _mm_prefetch(ahead + a, _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(scales_zeros + (kb + kPrefetchBlocks) * 2 * kHalfParams), _MM_HINT_T0);
+    // a row is 16 channels x an input pair: lanes 0-15 are channels 0-7, lanes 16-31 channels 8-15
+    const __m512i first = _mm512_set_epi32(7, 7, 6, 6, 5, 5, 4, 4, 3, 3, 2, 2, 1, 1, 0, 0);
+    const __m512i second = _mm512_add_epi32(first, _mm512_set1_epi32(8));
+    const __m512i low_nibble = _mm512_set1_epi32(15);
+    for (int64_t half = 0; half < 2; ++half) {
+      const bf16* params = scales_zeros + (kb * 2 + half) * kHalfParams;
+      const __m512 scale = bf16x16_to_float(params), zero = bf16x16_to_float(params + 16);
+      const __m512 offset = _mm512_fnmadd_ps(_mm512_set1_ps(8.f), scale, zero);  // zero - 8 * scale
+      const __m512 s_lo = _mm512_permutexvar_ps(first, scale), s_hi = _mm512_permutexvar_ps(second, scale);
+      const __m512 o_lo = _mm512_permutexvar_ps(first, offset), o_hi = _mm512_permutexvar_ps(second, offset);
+      const uint8_t* rows = codes + (kb * 2 + half) * kHalfBytes;
+      bf16* out = dst + half * kBlock / 2;
+      for (int64_t row = 0; row < kRows; ++row) {
+        const __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(rows + row * 16)));
+        const __m512 lo = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_and_si512(v, low_nibble)), s_lo, o_lo);
+        const __m512 hi = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_srli_epi32(v, 4)), s_hi, o_hi);
+        _mm512_storeu_si512(out + row * kPanel, reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(hi, lo)));
+      }
+    }
+  }
+};
+
 // C tiles 0-3 = rows [0,16) x cols [0,16), [0,16) x [16,32), [16,32) x [0,16), [16,32) x [16,32)
-// of a 32 x 32 block; tiles 4, 5 hold activations, 6, 7 the panel's two halves. With `src`, each
-// input block of the panel is turned into bf16 just before its tiles load, so the conversion's
-// vector work runs beside the tile unit's; without it, the panel is already in bf16.
-template <bool kTwoTiles>
+// of a 32 x 32 block; tiles 4, 5 hold activations, 6, 7 the panel's two halves. With `convert`,
+// each input block of the panel is turned into bf16 just before its tiles load, so the vector
+// work runs beside the tile unit's; without it, the panel is already in bf16.
+template <bool kTwoTiles, typename Convert>
 __attribute__((target("amx-tile,amx-bf16,avx512f,avx512bw,avx512bf16")))
-void row_block(const bf16* x, int64_t k, const int8_t* src, bf16* panel, float* c) {
-  constexpr int64_t kBlock = 2 * kRows * kPanel;  // one input block of the panel, both halves
+void row_block(const bf16* x, int64_t k, const Convert* convert, bf16* panel, float* c) {
   _tile_zero(0); _tile_zero(1);
   if (kTwoTiles) { _tile_zero(2); _tile_zero(3); }
   for (int64_t kb = 0; kb < k / kKBlock; ++kb) {
     bf16* b = panel + kb * kBlock;
-    if (src != nullptr) {
-      const char* ahead = reinterpret_cast<const char*>(src + (kb + kPrefetchBlocks) * kBlock);
-      for (int64_t a = 0; a < kBlock; a += 64) _mm_prefetch(ahead + a, _MM_HINT_T0);
-      int8_to_bf16(src + kb * kBlock, b, kBlock);
-    }
+    if (convert != nullptr) (*convert)(kb, b);
     _tile_loadd(4, x + kb * kKBlock, k * 2);
     _tile_loadd(6, b, 64);
     _tile_loadd(7, b + kBlock / 2, 64);
@@ -100,11 +148,60 @@ void store_rows(const float* c, int64_t rows, const float* scale, const bf16* bi
                 int64_t n) {
   for (int64_t m = 0; m < rows; ++m) {
     for (int64_t j = 0; j < kPanel; ++j) {
-      float v = c[m * kPanel + j] * scale[j];
+      float v = scale != nullptr ? c[m * kPanel + j] * scale[j] : c[m * kPanel + j];
       if (bias != nullptr) v += static_cast<float>(bias[j]);
       out[m * n + j] = static_cast<bf16>(v);
     }
   }
+}
+
+// Rows padded to whole tiles; each thread takes whole panels of 32 output channels, converts
+// each panel once (on its first row block) and keeps it in cache for the rest.
+template <typename Convert, typename PanelAt>
+at::Tensor multiply(const at::Tensor& x, int64_t n, PanelAt panel_at, const float* scale,
+                    const c10::optional<at::Tensor>& bias) {
+  const int64_t m = x.size(0), k = x.size(1);
+  const int64_t m_pad = (m + kRows - 1) / kRows * kRows;
+  at::Tensor xp = x.contiguous();
+  if (m_pad != m) {
+    xp = at::zeros({m_pad, k}, x.options());
+    xp.narrow(0, 0, m).copy_(x);
+  }
+  at::Tensor out = at::empty({m, n}, x.options());
+  at::Tensor bias_c = bias.has_value() ? bias->to(at::kBFloat16).contiguous() : at::Tensor();
+  const bf16* xd = xp.data_ptr<bf16>();
+  const bf16* bd = bias_c.defined() ? bias_c.data_ptr<bf16>() : nullptr;
+  bf16* od = out.data_ptr<bf16>();
+#pragma omp parallel
+  {
+    configure_tiles();
+    std::vector<bf16> panel(k * kPanel);
+    alignas(64) float c[2 * kRows * kPanel];
+#pragma omp for schedule(static)
+    for (int64_t p = 0; p < n / kPanel; ++p) {
+      const Convert convert = panel_at(p);
+      const int64_t col = p * kPanel;
+      for (int64_t r = 0; r < m_pad; r += 2 * kRows) {
+        const int64_t rows = std::min<int64_t>(2 * kRows, m_pad - r);
+        const Convert* first = r == 0 ? &convert : nullptr;
+        if (rows == 2 * kRows) {
+          row_block<true>(xd + r * k, k, first, panel.data(), c);
+        } else {
+          row_block<false>(xd + r * k, k, first, panel.data(), c);
+        }
+        store_rows(c, std::min(rows, m - r), scale ? scale + col : nullptr, bd ? bd + col : nullptr,
+                   od + r * n + col, n);
+      }
+    }
+    release_tiles();
+  }
+  return out;
+}
+
+void check_input(const at::Tensor& x, int64_t n, const char* name) {
+  TORCH_CHECK(amx_permitted(), name, ": this CPU or kernel offers no AMX");
+  TORCH_CHECK(x.dim() == 2 && x.scalar_type() == at::kBFloat16, name, ": x must be bf16 [M, K]");
+  TORCH_CHECK(x.size(1) % kKBlock == 0 && n % kPanel == 0, name, ": K and N must be multiples of 32");
 }
 
 }  // namespace
@@ -115,47 +212,28 @@ bool amx_available() { return amx_permitted(); }
 // ([N/32][K/32][2][16][16][2]: panel, input block, half, input pair, channel, pair member).
 at::Tensor amx_int8_linear(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& scale,
                            const c10::optional<at::Tensor>& bias) {
-  TORCH_CHECK(amx_permitted(), "amx_int8_linear: this CPU or kernel offers no AMX");
-  TORCH_CHECK(x.dim() == 2 && x.scalar_type() == at::kBFloat16, "amx_int8_linear: x must be bf16 [M, K]");
-  TORCH_CHECK(packed.scalar_type() == at::kChar && scale.scalar_type() == at::kFloat,
-              "amx_int8_linear: int8 weights and fp32 scales");
-  const int64_t m = x.size(0), k = x.size(1), n = scale.numel();
-  TORCH_CHECK(k % kKBlock == 0 && n % kPanel == 0 && packed.numel() == n * k,
-              "amx_int8_linear: K and N must be multiples of 32 and packed must hold N*K");
-  const int64_t m_pad = (m + kRows - 1) / kRows * kRows;
-  at::Tensor xp = x.contiguous();
-  if (m_pad != m) {
-    xp = at::zeros({m_pad, k}, x.options());
-    xp.narrow(0, 0, m).copy_(x);
-  }
-  at::Tensor out = at::empty({m, n}, x.options());
-  at::Tensor bias_c = bias.has_value() ? bias->to(at::kBFloat16).contiguous() : at::Tensor();
-  const bf16* xd = xp.data_ptr<bf16>();
+  const int64_t n = scale.numel(), k = x.size(-1);
+  check_input(x, n, "amx_int8_linear");
+  TORCH_CHECK(packed.scalar_type() == at::kChar && scale.scalar_type() == at::kFloat &&
+                  packed.numel() == n * k && packed.is_contiguous(),
+              "amx_int8_linear: packed must hold N*K int8 and scale N fp32");
   const int8_t* wd = packed.data_ptr<int8_t>();
-  const float* sd = scale.data_ptr<float>();
-  const bf16* bd = bias_c.defined() ? bias_c.data_ptr<bf16>() : nullptr;
-  bf16* od = out.data_ptr<bf16>();
-  const int64_t panels = n / kPanel;
-#pragma omp parallel
-  {
-    configure_tiles();
-    std::vector<bf16> panel(k * kPanel);
-    alignas(64) float c[2 * kRows * kPanel];
-#pragma omp for schedule(static)
-    for (int64_t p = 0; p < panels; ++p) {
-      const int64_t col = p * kPanel;
-      for (int64_t r = 0; r < m_pad; r += 2 * kRows) {
-        const int64_t rows = std::min<int64_t>(2 * kRows, m_pad - r);
-        const int8_t* src = r == 0 ? wd + p * k * kPanel : nullptr;  // converted once, kept
-        if (rows == 2 * kRows) {
-          row_block<true>(xd + r * k, k, src, panel.data(), c);
-        } else {
-          row_block<false>(xd + r * k, k, src, panel.data(), c);
-        }
-        store_rows(c, std::min(rows, m - r), sd + col, bd ? bd + col : nullptr, od + r * n + col, n);
-      }
-    }
-    release_tiles();
-  }
-  return out;
+  return multiply<Int8Panel>(x, n, [&](int64_t p) { return Int8Panel{wd + p * k * kPanel}; },
+                             scale.data_ptr<float>(), bias);
+}
+
+// out[M, N] = x[M, K] @ dequantized^T + bias, from pack_int4_for_amx's codes ([N/32][K/32]
+// [2][16][16] bytes) and scales_zeros ([N/32][K/32][2][2][16] bf16).
+at::Tensor amx_int4_linear(const at::Tensor& x, const at::Tensor& codes, const at::Tensor& scales_zeros,
+                           const c10::optional<at::Tensor>& bias) {
+  const int64_t n = scales_zeros.numel() * kKBlock / 2 / x.size(-1), k = x.size(-1);
+  check_input(x, n, "amx_int4_linear");
+  TORCH_CHECK(codes.scalar_type() == at::kByte && scales_zeros.scalar_type() == at::kBFloat16 &&
+                  codes.numel() * 2 == n * k && codes.is_contiguous() && scales_zeros.is_contiguous(),
+              "amx_int4_linear: codes must hold N*K/2 uint8 and scales_zeros 2*N*K/32 bf16");
+  const uint8_t* cd = codes.data_ptr<uint8_t>();
+  const bf16* sz = scales_zeros.data_ptr<bf16>();
+  return multiply<Int4Panel>(
+      x, n, [&](int64_t p) { return Int4Panel{cd + p * k * kPanel / 2, sz + p * (k / kKBlock) * 64}; },
+      nullptr, bias);
 }

@@ -1,12 +1,19 @@
 """Weight-only quantized linear layers (--quantization int8 | int4), for the CPU.
 
-A decode step at a few sequences reads every weight once and does little arithmetic on it, so
-its time is the weights' bytes over memory bandwidth: int8 halves them and int4 quarters them
-(measured on these cores, all linears of the default model at one sequence: bf16 18.4 ms,
-int8 13.2 ms, int4 8.7 ms). From a few rows on, the dequantizing kernels cost more than they
-save (at 32 rows bf16 23 ms, int4 58 ms), so each layer also keeps its dequantized weight in
-bf16 and multiplies batches of DENSE_FROM_ROWS rows or more (prefills, busy decode steps) with
-it: the same weights, bf16's speed, at the cost of holding both copies.
+A decode step at a few dozen sequences reads every weight once and does little arithmetic on
+it, so its time is the weights' bytes over memory bandwidth: int8 halves them and int4 quarters
+them. All linears of the default model, ms (engine/csrc/amx_linear.cpp's kernels; torch's):
+
+    rows          1      4      8     32    128    256    512
+    bf16        12.3   12.4   12.4   16.0   23.2   33.8   55.3
+    AMX int8     7.1    7.0    7.3    8.5   18.0   30.2   57.4
+    AMX int4     6.0    6.2    6.3    6.5   15.1   26.6   51.1
+    torch int4   3.5    5.9   11.5   39.7  150.5
+
+So a layer takes torch's int4 kernel below INT4_AMX_FROM_ROWS rows, the AMX kernels below
+AMX_UP_TO_ROWS, and from there (prefills) its dequantized weight in bf16, kept packed for
+oneDNN: the same weights at bf16's speed, at the cost of holding both copies. On a CPU without
+AMX, batches of DENSE_FROM_ROWS rows or more take the bf16 copy and smaller ones torch's kernels.
 
 int8: one symmetric scale per output channel. int4: asymmetric, one scale and zero point per
 group of 32 input channels, the layout torch's int4 CPU kernel takes. Activations stay in the
@@ -18,18 +25,16 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from engine import cpu_kernels
+from engine.models import amx_layout
 from engine.models.packed_linear import PackedLinear, can_pack
 
 METHODS = ("int8", "int4")
 INT4_GROUP = 32
-# int4 decode steps in the engine: ahead at 6 rows (22.0 vs 22.7 ms), behind at 8 (25.0 vs 23.7)
+# without AMX, int4 decode steps in the engine: ahead at 6 rows (22.0 vs 22.7 ms), behind at 8
 DENSE_FROM_ROWS = 8
-_INNER_K_TILES = 2  # the int4 packing's K tiling; 2 is what the CPU kernel is tuned for
-# int8 on AMX, all linears of the default model (ms): 1 row 8.6 vs bf16 13.0, 32 rows 7.7 vs
-# 16.2, 256 rows 33 vs 36, 1024 rows 124 vs 100: below this many rows the AMX kernel takes them.
 AMX_UP_TO_ROWS = 256
-_AMX_TILE = 32
+INT4_AMX_FROM_ROWS = 5
+_INNER_K_TILES = 2  # the int4 packing's K tiling; 2 is what the CPU kernel is tuned for
 
 
 def quantize_int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -65,8 +70,11 @@ def dequantize_int4(codes: torch.Tensor, scales_and_zeros: torch.Tensor,
 class _WeightOnlyLinear(nn.Module):
     """Shared by both methods: the kernels take 2-D activations; the bias is added after."""
 
+    amx_from_rows = 1
+
     def __init__(self, linear: nn.Linear, dequantized: torch.Tensor) -> None:
         super().__init__()
+        self._amx = amx_layout.kernels_for(dequantized)
         self.bias = linear.bias
         dense = nn.Linear(linear.in_features, linear.out_features, bias=linear.bias is not None)
         dense.weight = nn.Parameter(dequantized.to(torch.bfloat16), requires_grad=False)
@@ -77,7 +85,10 @@ class _WeightOnlyLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 2:  # the engine passes [tokens, features]; others may not
             return self.forward(x.reshape(-1, x.shape[-1])).reshape(*x.shape[:-1], -1)
-        if x.shape[0] >= DENSE_FROM_ROWS:
+        rows = x.shape[0]
+        if self._amx is not None and self.amx_from_rows <= rows < AMX_UP_TO_ROWS:
+            return self._amx_matmul(x)
+        if rows >= (AMX_UP_TO_ROWS if self._amx is not None else DENSE_FROM_ROWS):
             return self.dense(x)
         out = self._matmul(x)
         return out if self.bias is None else out + self.bias
@@ -85,21 +96,8 @@ class _WeightOnlyLinear(nn.Module):
     def _matmul(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-
-def pack_int8_for_amx(q: torch.Tensor) -> torch.Tensor:
-    """int8 [N, K] in the AMX kernel's order: per panel of 32 output channels, per block of 32
-    input channels, two 16-channel halves, each as 16 input pairs x 16 channels x the pair."""
-    n, k = q.shape
-    return q.reshape(n // 32, 2, 16, k // 32, 16, 2).permute(0, 3, 1, 4, 2, 5).contiguous()
-
-
-def _amx_kernels(weight: torch.Tensor):
-    """dyno's CPU kernels when they can run this layer on AMX, else None."""
-    n, k = weight.shape
-    if weight.device.type != "cpu" or n % _AMX_TILE or k % _AMX_TILE:
-        return None
-    kernels = cpu_kernels.load()
-    return kernels if kernels is not None and kernels.amx_available() else None
+    def _amx_matmul(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
 
 
 class Int8Linear(_WeightOnlyLinear):
@@ -107,17 +105,14 @@ class Int8Linear(_WeightOnlyLinear):
         q, scale = quantize_int8(linear.weight.detach())
         scale = scale.to(torch.bfloat16)
         super().__init__(linear, q.float() * scale.float()[:, None])
-        self._amx = _amx_kernels(q)
-        if self._amx is not None:
-            self.register_buffer("qweight", pack_int8_for_amx(q))
+        if self._amx is not None:  # then torch's int8 kernel is never called
+            self.register_buffer("qweight", amx_layout.pack_int8(q))
             self.register_buffer("scale", scale.float())
         else:
             self.register_buffer("qweight", q)
             self.register_buffer("scale", scale)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self._amx is None or x.dim() != 2 or x.dtype != torch.bfloat16 or x.shape[0] >= AMX_UP_TO_ROWS:
-            return super().forward(x)
+    def _amx_matmul(self, x: torch.Tensor) -> torch.Tensor:
         return self._amx.amx_int8_linear(x, self.qweight, self.scale, self.bias)
 
     def _matmul(self, x: torch.Tensor) -> torch.Tensor:
@@ -125,6 +120,8 @@ class Int8Linear(_WeightOnlyLinear):
 
 
 class Int4Linear(_WeightOnlyLinear):
+    amx_from_rows = INT4_AMX_FROM_ROWS
+
     def __init__(self, linear: nn.Linear) -> None:
         codes, scales_and_zeros = quantize_int4(linear.weight.detach())
         scales_and_zeros = scales_and_zeros.to(torch.bfloat16)
@@ -132,6 +129,13 @@ class Int4Linear(_WeightOnlyLinear):
         self.register_buffer("packed", torch.ops.aten._convert_weight_to_int4pack_for_cpu(
             codes, _INNER_K_TILES))
         self.register_buffer("scales_and_zeros", scales_and_zeros)
+        if self._amx is not None:
+            amx_codes, amx_params = amx_layout.pack_int4(codes, scales_and_zeros)
+            self.register_buffer("amx_codes", amx_codes)
+            self.register_buffer("amx_params", amx_params)
+
+    def _amx_matmul(self, x: torch.Tensor) -> torch.Tensor:
+        return self._amx.amx_int4_linear(x, self.amx_codes, self.amx_params, self.bias)
 
     def _matmul(self, x: torch.Tensor) -> torch.Tensor:
         return torch.ops.aten._weight_int4pack_mm_for_cpu(x, self.packed, INT4_GROUP,

@@ -6,7 +6,8 @@ measured the same way: top-1 agreement with fp32 at 98.0% of positions, mean |lo
 0.040. --quantization int8 (per-channel): 96.3%, 0.077. --quantization int4 (groups of 32,
 lm_head int8): 99.3%, 0.060 -- finer groups beat int8's one scale per channel on this model.
 (Teacher forcing is one prefill of all answers: that batch takes the dequantized bf16 weights.
-int8 with every batch on the AMX kernel, as decode steps run: 95.5%, 0.077.)
+With every batch on the AMX kernels, as decode steps run: int8 95.5%, 0.077 (its scale applied
+after the sum); int4 as with the bf16 copy, to the last digit.)
 
 Measured on the default model (fp32 weights), teacher-forced over 4 chat answers of 64 tokens
 (400 positions): fp8_e4m3 agrees on the top-1 token at 94.5% of positions with a mean
@@ -24,6 +25,7 @@ import pytest
 from engine import LLM, SamplingParams, cpu_kernels
 from engine.models import quant_linear
 
+QUANTIZED_BOUNDS = {"int8": (0.94, 0.12), "int4": (0.96, 0.08)}  # (min top-1, max mean |error|)
 QUESTIONS = ["Write a haiku about the sea.", "Explain paged attention in one sentence.",
              "Why is the sky blue?", "What does a compiler do?"]
 
@@ -61,16 +63,18 @@ def test_fp8_cache_agrees_with_the_model_dtype_cache(reference, kv_dtype, min_to
     assert mean_error <= max_mean_error
 
 
-def test_int8_on_amx_agrees_with_fp32(reference, monkeypatch):
+@pytest.mark.parametrize("method", ["int8", "int4"])
+def test_quantized_weights_on_amx_agree_with_fp32(reference, monkeypatch, method):
     kernels = cpu_kernels.load()
     if kernels is None or not kernels.amx_available():
-        pytest.skip("no AMX here: int8 batches take the dequantized weights, measured above")
+        pytest.skip("no AMX here: quantized batches take the dequantized weights, measured below")
     monkeypatch.setattr(quant_linear, "AMX_UP_TO_ROWS", 10 ** 9)
     seqs, ref = reference
-    llm = LLM(quantization="int8", max_model_len=1024, gpu_memory_utilization=0.2)
+    llm = LLM(quantization=method, max_model_len=1024, gpu_memory_utilization=0.2)
     top1, mean_error = _agreement(seqs, ref, _teacher_forced(llm, seqs))
-    assert top1 >= 0.94
-    assert mean_error <= 0.12
+    min_top1, max_mean_error = QUANTIZED_BOUNDS[method]
+    assert top1 >= min_top1
+    assert mean_error <= max_mean_error
 
 
 def test_bf16_agrees_with_fp32(reference):
@@ -81,11 +85,12 @@ def test_bf16_agrees_with_fp32(reference):
     assert mean_error <= 0.08
 
 
-@pytest.mark.parametrize("method, min_top1, max_mean_error", [("int8", 0.94, 0.12), ("int4", 0.96, 0.08)])
-def test_quantized_weights_agree_with_fp32(reference, method, min_top1, max_mean_error):
+@pytest.mark.parametrize("method", ["int8", "int4"])
+def test_quantized_weights_agree_with_fp32(reference, method):
     seqs, ref = reference
     llm = LLM(quantization=method, max_model_len=1024, gpu_memory_utilization=0.2)
     top1, mean_error = _agreement(seqs, ref, _teacher_forced(llm, seqs))
+    min_top1, max_mean_error = QUANTIZED_BOUNDS[method]
     assert top1 >= min_top1
     assert mean_error <= max_mean_error
 

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from engine import LLM, SamplingParams
-from engine.models.quant_linear import (DENSE_FROM_ROWS, Int4Linear, Int8Linear, dequantize_int4,
+from engine.models.quant_linear import (AMX_UP_TO_ROWS, DENSE_FROM_ROWS, INT4_AMX_FROM_ROWS, Int4Linear, Int8Linear, dequantize_int4,
                                         quantize_int4, quantize_int8, quantize_linears)
 
 
@@ -40,12 +40,13 @@ def test_int4_layer_computes_with_its_quantized_weight(linear):
     torch.testing.assert_close(Int4Linear(linear)(x).float(), want, rtol=2e-2, atol=2e-2)
 
 
+@pytest.mark.parametrize("rows", [INT4_AMX_FROM_ROWS, DENSE_FROM_ROWS + 3, AMX_UP_TO_ROWS + 3])
 @pytest.mark.parametrize("kind", [Int8Linear, Int4Linear])
-def test_batches_of_many_rows_take_the_same_weights_in_bf16(linear, kind):
-    """From DENSE_FROM_ROWS rows on, a layer multiplies by its dequantized bf16 weight: each row
-    gets what it gets alone, up to bf16 rounding of the weight and the sum."""
+def test_batches_take_the_same_weights_as_single_rows(linear, kind, rows):
+    """Batches go to other kernels than single rows (AMX, or the dequantized bf16 weight): each
+    row gets what it gets alone, up to bf16 rounding of the weight and the sum."""
     layer = kind(linear)
-    x = torch.randn(DENSE_FROM_ROWS + 3, 128, dtype=torch.bfloat16)
+    x = torch.randn(rows, 128, dtype=torch.bfloat16)
     assert layer.dense.weight is None  # packed only: the bf16 copy is not held twice
     one_at_a_time = torch.cat([layer(row[None]) for row in x])
     torch.testing.assert_close(layer(x).float(), one_at_a_time.float(), rtol=2e-2, atol=2e-2)

@@ -1,6 +1,7 @@
-"""dyno's AMX int8 linear (engine/csrc/amx_linear.cpp): bf16 rows times int8 weights with a
-scale per output channel, as `--quantization int8` layers run batches of up to AMX_UP_TO_ROWS
-rows. Each row's result is its fp32 sum rounded once to bf16, whatever the batch holds."""
+"""dyno's AMX linears (engine/csrc/amx_linear.cpp): bf16 rows times int8 weights with a scale
+per output channel, or int4 weights with a scale and zero point per group of 32 inputs, as
+`--quantization` layers run batches below AMX_UP_TO_ROWS rows. Each row's result is its fp32 sum
+rounded once to bf16, whatever the batch holds."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import torch
 from torch import nn
 
 from engine import cpu_kernels
-from engine.models.quant_linear import AMX_UP_TO_ROWS, Int8Linear, pack_int8_for_amx, quantize_int8
+from engine.models.amx_layout import pack_int4, pack_int8
+from engine.models.quant_linear import (AMX_UP_TO_ROWS, INT4_AMX_FROM_ROWS, Int4Linear, Int8Linear,
+                                        dequantize_int4, quantize_int4, quantize_int8)
 
 KERNELS = cpu_kernels.load()
 pytestmark = pytest.mark.skipif(KERNELS is None or not KERNELS.amx_available(),
@@ -28,14 +31,26 @@ def _case(rows: int, k: int = 96, n: int = 64):
 @pytest.mark.parametrize("rows", [1, 15, 16, 17, 32, 33, 100])
 def test_rows_are_the_fp32_sum_rounded_to_bf16(rows):
     x, q, scale, bias, want = _case(rows)
-    got = KERNELS.amx_int8_linear(x, pack_int8_for_amx(q), scale, bias)
+    got = KERNELS.amx_int8_linear(x, pack_int8(q), scale, bias)
     assert got.dtype == torch.bfloat16 and got.shape == (rows, 64)
     torch.testing.assert_close(got.float(), want, rtol=2 ** -8, atol=1e-4)
 
 
+@pytest.mark.parametrize("rows", [1, 16, 33])
+def test_int4_rows_are_sums_over_the_dequantized_weight(rows):
+    torch.manual_seed(rows)
+    codes, scales_and_zeros = quantize_int4(torch.randn(64, 96))
+    scales_and_zeros = scales_and_zeros.to(torch.bfloat16)
+    x = torch.randn(rows, 96, dtype=torch.bfloat16)
+    weight = dequantize_int4(codes, scales_and_zeros.float()).to(torch.bfloat16)  # the layer's dense copy
+    got = KERNELS.amx_int4_linear(x, *pack_int4(codes, scales_and_zeros), None)
+    # the kernel rounds each weight to bf16 after one fused multiply-add: at most a bf16 step apart
+    torch.testing.assert_close(got.float(), x.float() @ weight.float().T, rtol=2 ** -7, atol=1e-2)
+
+
 def test_a_row_gets_the_same_bits_alone_or_in_a_batch():
     x, q, scale, bias, _ = _case(45)
-    packed = pack_int8_for_amx(q)
+    packed = pack_int8(q)
     batch = KERNELS.amx_int8_linear(x, packed, scale, bias)
     for i in (0, 16, 31, 44):
         assert torch.equal(KERNELS.amx_int8_linear(x[i:i + 1], packed, scale, bias)[0], batch[i])
@@ -44,7 +59,7 @@ def test_a_row_gets_the_same_bits_alone_or_in_a_batch():
 def test_without_bias_and_with_a_strided_input():
     x, q, scale, bias, want = _case(8, k=64)
     wide = torch.cat([x, x], dim=1)[:, :64]  # rows 128 apart: not contiguous
-    got = KERNELS.amx_int8_linear(wide, pack_int8_for_amx(q), scale, None)
+    got = KERNELS.amx_int8_linear(wide, pack_int8(q), scale, None)
     torch.testing.assert_close(got.float(), want - bias.float(), rtol=2 ** -8, atol=1e-4)
 
 
@@ -52,6 +67,27 @@ def test_shapes_the_tiles_cannot_take_are_refused():
     q, scale = quantize_int8(torch.randn(64, 40))
     with pytest.raises(RuntimeError, match="multiples of 32"):
         KERNELS.amx_int8_linear(torch.randn(2, 40, dtype=torch.bfloat16), q, scale, None)
+
+
+class _Counting:
+    """dyno's kernels, counting the AMX calls."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def amx_int4_linear(self, *args):
+        self.calls += 1
+        return KERNELS.amx_int4_linear(*args)
+
+
+@pytest.mark.parametrize("rows, on_amx", [(INT4_AMX_FROM_ROWS - 1, False), (INT4_AMX_FROM_ROWS, True),
+                                          (AMX_UP_TO_ROWS - 1, True), (AMX_UP_TO_ROWS, False)])
+def test_int4_layers_run_batches_from_a_few_rows_on_amx(rows, on_amx):
+    torch.manual_seed(0)
+    layer = Int4Linear(nn.Linear(64, 32, bias=False).to(torch.bfloat16))
+    layer._amx = counting = _Counting()
+    out = layer(torch.randn(rows, 64, dtype=torch.bfloat16))
+    assert out.shape == (rows, 32) and counting.calls == int(on_amx)
 
 
 def test_int8_layers_run_their_batches_on_amx():

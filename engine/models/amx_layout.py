@@ -1,0 +1,41 @@
+"""Weights in the order dyno's AMX linear kernels (engine/csrc/amx_linear.cpp) read them.
+
+The kernels take 32 output channels (a panel) at a time and 32 input channels (one tile row of
+bf16 pairs, and one int4 quantization group) per step: a panel's tiles lie contiguous, so a
+thread streams its panels front to back.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from engine import cpu_kernels
+
+TILE = 32  # a layer's input and output channels must be multiples of this
+
+
+def pack_int8(q: torch.Tensor) -> torch.Tensor:
+    """int8 [N, K] as [N/32][K/32][2][16][16][2]: panel, input block, 16-channel half, input
+    pair, channel, member of the pair."""
+    n, k = q.shape
+    return q.reshape(n // TILE, 2, 16, k // TILE, 16, 2).permute(0, 3, 1, 4, 2, 5).contiguous()
+
+
+def pack_int4(codes: torch.Tensor, scales_and_zeros: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Codes 0..15 [N, K] and scales_and_zeros [K/32, N, 2] as (uint8 [N/32][K/32][2][16][16],
+    bf16 [N/32][K/32][2][2][16]): each tile row of 32 codes in 16 bytes, byte j holding
+    positions j (low nibble) and j + 16; then each half's 16 scales and 16 zero points."""
+    n, k = codes.shape
+    rows = pack_int8(codes.to(torch.uint8)).reshape(n // TILE, k // TILE, 2, 16, TILE)
+    packed = rows[..., :16] | (rows[..., 16:] << 4)
+    params = scales_and_zeros.reshape(k // TILE, n // TILE, 2, 16, 2).permute(1, 0, 2, 4, 3)
+    return packed.contiguous(), params.to(torch.bfloat16).contiguous()
+
+
+def kernels_for(weight: torch.Tensor):
+    """dyno's CPU kernels when they can run a layer of this weight on AMX here, else None."""
+    n, k = weight.shape
+    if weight.device.type != "cpu" or n % TILE or k % TILE:
+        return None
+    kernels = cpu_kernels.load()
+    return kernels if kernels is not None and kernels.amx_available() else None
