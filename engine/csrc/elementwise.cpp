@@ -6,6 +6,10 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
 #include <cmath>
 #include <cstdint>
 #include <tuple>
@@ -22,6 +26,111 @@ constexpr int64_t kRowsPerTask = 8;
 
 void check_bf16(const at::Tensor& t, const char* what) {
   TORCH_CHECK(t.scalar_type() == at::kBFloat16, what, ": bfloat16 only");
+}
+
+#if defined(__AVX512BF16__)
+// 16 lanes at a time; conversions to bf16 round to nearest even, as at::BFloat16's do.
+constexpr int64_t kLanes = 16;
+
+inline __m512 load(const bf16* p) {
+  const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(raw), 16));
+}
+
+inline __m256i to_bf16(__m512 v) { return reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(v)); }
+
+inline void store(bf16* p, __m512 v) { _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), to_bf16(v)); }
+
+inline __m512 round(__m512 v) {  // what r() does to each lane, kept in fp32
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(to_bf16(v)), 16));
+}
+
+// e^x to about an fp32 ulp: 2^n * e^r with |r| <= ln2 / 2 (Cephes' expf polynomial); scalef
+// takes overflow to inf and underflow to 0, which SiLU needs at the extremes.
+inline __m512 exp(__m512 x) {
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+  for (const float c : {1.3981999507e-3f, 8.3334519073e-3f, 4.1665795894e-2f, 1.6666665459e-1f, 5.0000001201e-1f}) {
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
+  }
+  p = _mm512_fmadd_ps(_mm512_mul_ps(p, r), r, _mm512_add_ps(r, _mm512_set1_ps(1.f)));
+  return _mm512_scalef_ps(p, n);
+}
+#endif
+
+// One row of add_rms_norm: total = x + residual (when given), out = weight * bf16(norm(total)).
+void norm_row(const bf16* x, const bf16* res, const bf16* w, bf16* total, bf16* out, int64_t dim,
+              float eps) {
+  int64_t d0 = 0;  // lanes the vector loop covered
+  float sum = 0.f;
+#if defined(__AVX512BF16__)
+  const int64_t vec = dim / kLanes * kLanes;
+  __m512 acc = _mm512_setzero_ps();
+  for (; d0 < vec; d0 += kLanes) {
+    __m512 t = load(x + d0);
+    if (res != nullptr) {
+      t = round(_mm512_add_ps(t, load(res + d0)));
+      store(total + d0, t);
+    }
+    acc = _mm512_fmadd_ps(t, t, acc);
+  }
+  sum = _mm512_reduce_add_ps(acc);
+#endif
+  for (int64_t d = d0; d < dim; ++d) {
+    const float t = res != nullptr ? f(r(f(x[d]) + f(res[d]))) : f(x[d]);
+    if (res != nullptr) total[d] = r(t);
+    sum += t * t;
+  }
+  const float inv = 1.f / std::sqrt(sum / static_cast<float>(dim) + eps);
+  int64_t d = 0;
+#if defined(__AVX512BF16__)
+  for (const __m512 vinv = _mm512_set1_ps(inv); d < vec; d += kLanes) {
+    store(out + d, _mm512_mul_ps(load(w + d), round(_mm512_mul_ps(load(total + d), vinv))));
+  }
+#endif
+  for (; d < dim; ++d) out[d] = r(f(w[d]) * f(r(f(total[d]) * inv)));
+}
+
+// One head of rotary: out = bf16(x * cos) + bf16(rotate_half(x) * sin), rounded again.
+void rotate_head(const bf16* x, const bf16* c, const bf16* s, bf16* out, int64_t hd) {
+  const int64_t half = hd / 2;
+  int64_t d = 0;
+#if defined(__AVX512BF16__)
+  if (half % kLanes == 0) {
+    for (; d < half; d += kLanes) {
+      const __m512 lo = load(x + d), hi = load(x + d + half);
+      store(out + d, _mm512_sub_ps(round(_mm512_mul_ps(lo, load(c + d))),
+                                   round(_mm512_mul_ps(hi, load(s + d)))));
+      store(out + d + half, _mm512_add_ps(round(_mm512_mul_ps(hi, load(c + d + half))),
+                                          round(_mm512_mul_ps(lo, load(s + d + half)))));
+    }
+    return;
+  }
+#endif
+  for (; d < hd; ++d) {
+    const float rot = d < half ? -f(x[d + half]) : f(x[d - half]);
+    out[d] = r(f(r(f(x[d]) * f(c[d]))) + f(r(rot * f(s[d]))));
+  }
+}
+
+// One row of silu_and_mul: out = bf16(bf16(silu(gate)) * up).
+void silu_row(const bf16* g, const bf16* u, bf16* out, int64_t inner) {
+  int64_t d = 0;
+#if defined(__AVX512BF16__)
+  for (const __m512 one = _mm512_set1_ps(1.f); d + kLanes <= inner; d += kLanes) {
+    const __m512 gv = load(g + d);
+    const __m512 e = exp(_mm512_sub_ps(_mm512_setzero_ps(), gv));
+    const __m512 silu = _mm512_div_ps(gv, _mm512_add_ps(one, e));
+    store(out + d, _mm512_mul_ps(round(silu), load(u + d)));
+  }
+#endif
+  for (; d < inner; ++d) {
+    const float gv = f(g[d]);
+    out[d] = r(f(r(gv / (1.f + std::exp(-gv)))) * f(u[d]));
+  }
 }
 
 }  // namespace
@@ -46,18 +155,8 @@ std::tuple<at::Tensor, at::Tensor> add_rms_norm(const at::Tensor& x, const c10::
   bf16 *tp = total.data_ptr<bf16>(), *op = out.data_ptr<bf16>();
   at::parallel_for(0, rows, kRowsPerTask, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
-      const bf16* xi = xp + i * dim;
-      bf16* ti = tp + i * dim;
-      if (rp != nullptr) {
-        const bf16* ri = rp + i * dim;
-        for (int64_t d = 0; d < dim; ++d) ti[d] = r(f(xi[d]) + f(ri[d]));
-      }
-      float sum = 0.f;
-#pragma omp simd reduction(+ : sum)
-      for (int64_t d = 0; d < dim; ++d) sum += f(ti[d]) * f(ti[d]);
-      const float inv = 1.f / std::sqrt(sum / static_cast<float>(dim) + static_cast<float>(eps));
-      bf16* oi = op + i * dim;
-      for (int64_t d = 0; d < dim; ++d) oi[d] = r(f(wp[d]) * f(r(f(ti[d]) * inv)));
+      norm_row(xp + i * dim, rp ? rp + i * dim : nullptr, wp, tp + i * dim, op + i * dim, dim,
+               static_cast<float>(eps));
     }
   });
   return {out, total};
@@ -66,7 +165,7 @@ std::tuple<at::Tensor, at::Tensor> add_rms_norm(const at::Tensor& x, const c10::
 // q * cos + rotate_half(q) * sin, the same for k. q: [rows, heads, head_dim] with each row's
 // heads contiguous (a view of the fused QKV output is fine); cos, sin: [rows, 1, head_dim].
 static at::Tensor rotate(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
-  const int64_t rows = x.size(0), heads = x.size(1), hd = x.size(2), half = hd / 2;
+  const int64_t rows = x.size(0), heads = x.size(1), hd = x.size(2);
   TORCH_CHECK(x.stride(2) == 1 && x.stride(1) == hd, "rotary: each row's heads must be contiguous");
   at::Tensor out = at::empty({rows, heads, hd}, x.options());
   const int64_t stride = x.stride(0);
@@ -76,12 +175,7 @@ static at::Tensor rotate(const at::Tensor& x, const at::Tensor& cos, const at::T
     for (int64_t i = begin; i < end; ++i) {
       const bf16 *c = cp + i * hd, *s = sp + i * hd;
       for (int64_t h = 0; h < heads; ++h) {
-        const bf16* xi = xp + i * stride + h * hd;
-        bf16* oi = op + (i * heads + h) * hd;
-        for (int64_t d = 0; d < hd; ++d) {
-          const float rot = d < half ? -f(xi[d + half]) : f(xi[d - half]);
-          oi[d] = r(f(r(f(xi[d]) * f(c[d]))) + f(r(rot * f(s[d]))));
-        }
+        rotate_head(xp + i * stride + h * hd, c, s, op + (i * heads + h) * hd, hd);
       }
     }
   });
@@ -107,12 +201,7 @@ at::Tensor silu_and_mul(const at::Tensor& x) {
   bf16* op = out.data_ptr<bf16>();
   at::parallel_for(0, rows, 1, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
-      const bf16 *g = xp + i * 2 * inner, *u = g + inner;
-      bf16* oi = op + i * inner;
-      for (int64_t d = 0; d < inner; ++d) {
-        const float gv = f(g[d]);
-        oi[d] = r(f(r(gv / (1.f + std::exp(-gv)))) * f(u[d]));
-      }
+      silu_row(xp + i * 2 * inner, xp + i * 2 * inner + inner, op + i * inner, inner);
     }
   });
   return out;
