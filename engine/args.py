@@ -274,8 +274,9 @@ class EngineArgs:
     quantization: str | None = field_(
         None, group="model settings", choices=_QUANT_METHODS,
         help="Weight-only quantization at load time (CPU, computes in bfloat16): int8 per "
-             "channel or int4 in groups of 32. Faster at a few sequences; batches of 8 rows or "
-             "more use the dequantized weights in bf16 (both copies are held).")
+             "channel or int4 in groups of 32. Batches below 256 rows run on dyno's AMX kernels "
+             "where the CPU has AMX (else from 8 rows on the dequantized weights); prefills of "
+             "256 rows or more use the dequantized weights in bf16 (both copies are held).")
     quantization_param_path: str | None = field_(
         None, group="model settings",
         help="JSON file of per-layer KV cache scales, used with an fp8 --kv-cache-dtype.")
