@@ -86,8 +86,7 @@ class TorchAttention:
         return out.view(q.shape[0], self.num_heads * self.head_dim)
 
     def _in_place(self, cache: KVCacheLayer) -> bool:
-        """Whether the C++ kernels read and write this cache (they take no fp8)."""
-        return self.kernels is not None and not cache.is_fp8 and cache.kv.device.type == "cpu"
+        return _kernels_take(self.kernels, cache)
 
     def _write(self, k, v, cache: KVCacheLayer, slots: torch.Tensor) -> None:
         kv = cache.kv
@@ -140,6 +139,21 @@ class TorchAttention:
             v.transpose(0, 1).unsqueeze(0), attn_mask=span.mask, is_causal=span.mask is None,
             scale=self.scale, enable_gqa=True)  # [1, heads, q_len, dim]
         return out[0].transpose(0, 1)
+
+
+def _kernels_take(kernels, cache: KVCacheLayer) -> bool:
+    """Whether dyno's C++ kernels read and write this cache in place (they take no fp8)."""
+    return kernels is not None and not cache.is_fp8 and cache.kv.device.type == "cpu"
+
+
+def reads_past_context(cache: KVCacheLayer) -> bool:
+    """Whether decodes read this cache's slots past a context's end, weighing them by zero: the
+    gather + SDPA path does (so stale NaN there would spread); dyno's C++ and Triton kernels
+    stop at each context's end."""
+    if backend_name() == "triton":
+        return False
+    kernels = cpu_kernels.load() if torch.get_default_device().type == "cpu" else None
+    return not _kernels_take(kernels, cache)
 
 
 _BACKENDS = ("auto", "torch", "triton")

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from engine.attention import AttentionMetadata, KVCacheLayer, PrefillSpan
+from engine.attention import AttentionMetadata, KVCacheLayer, PrefillSpan, reads_past_context
 from engine.sampler import Sampler, SamplingBatch, top_logprobs
 from engine.sampling_params import SamplingParams
 from engine.step import ModelRunnerOutput, NewRequestData, SchedulerOutput, TokenLogprobs
@@ -44,6 +44,7 @@ class ModelRunner:
         self.model = model
         self.device = next(model.parameters()).device
         self.kv_caches = kv_caches
+        self._zero_fresh_blocks = any(reads_past_context(cache) for cache in kv_caches)
         self.block_size = block_size
         self.eos_token_id = eos_token_id
         self.sliding_window = model.args.sliding_window
@@ -87,13 +88,13 @@ class ModelRunner:
             state.block_ids.extend(diff.new_block_ids)
             state.num_computed_tokens = diff.num_computed_tokens
             fresh_blocks += diff.new_block_ids
-        if fresh_blocks:
+        if fresh_blocks and self._zero_fresh_blocks:
             self._zero_blocks(fresh_blocks)
 
     def _zero_blocks(self, block_ids: list[int]) -> None:
-        """Decodes read whole blocks, masked past each context's end. A masked slot still
-        multiplies its value by a zero weight, and stale memory there may hold NaN (NaN * 0 is
-        NaN), so blocks start zeroed."""
+        """The gather + SDPA decode reads whole blocks, masked past each context's end. A masked
+        slot still multiplies its value by a zero weight, and stale memory there may hold NaN
+        (NaN * 0 is NaN), so on that path blocks start zeroed."""
         ids = torch.tensor(block_ids, device=self.device)
         for cache in self.kv_caches:
             raw = cache.kv.view(torch.uint8) if cache.is_fp8 else cache.kv
