@@ -52,15 +52,31 @@ void int8_to_bf16(const int8_t* src, bf16* dst, int64_t count) {
 
 constexpr int64_t kBlock = 2 * kRows * kPanel;  // one input block of a panel, both halves
 
-// An int8 panel: each input block is 1024 codes in tile order.
+inline void prefetch(const void* p, int64_t bytes) {
+  for (int64_t a = 0; a < bytes; a += 64) _mm_prefetch(static_cast<const char*>(p) + a, _MM_HINT_T0);
+}
+
+// A panel's source: load(kb, slot) gives input block kb in bf16 tile order, converting it into
+// `slot` (its place in a per-thread buffer) if need be; kept(kb, slot) gives it again later.
+// bf16 weights are read where they lie.
+struct Bf16Panel {
+  const bf16* src;
+  const bf16* load(int64_t kb, bf16*) const {
+    prefetch(src + (kb + kPrefetchBlocks) * kBlock, kBlock * 2);
+    return src + kb * kBlock;
+  }
+  const bf16* kept(int64_t kb, bf16*) const { return src + kb * kBlock; }
+};
+
 struct Int8Panel {
   const int8_t* src;
   __attribute__((target("avx512f,avx512bw,avx512bf16")))
-  void operator()(int64_t kb, bf16* dst) const {
-    const char* ahead = reinterpret_cast<const char*>(src + (kb + kPrefetchBlocks) * kBlock);
-    for (int64_t a = 0; a < kBlock; a += 64) _mm_prefetch(ahead + a, _MM_HINT_T0);
-    int8_to_bf16(src + kb * kBlock, dst, kBlock);
+  const bf16* load(int64_t kb, bf16* slot) const {
+    prefetch(src + (kb + kPrefetchBlocks) * kBlock, kBlock);
+    int8_to_bf16(src + kb * kBlock, slot, kBlock);
+    return slot;
   }
+  const bf16* kept(int64_t, bf16* slot) const { return slot; }
 };
 
 __attribute__((target("avx512f,avx512bw")))
@@ -75,12 +91,12 @@ inline __m512 bf16x16_to_float(const bf16* p) {
 struct Int4Panel {
   const uint8_t* codes;
   const bf16* scales_zeros;
+  const bf16* kept(int64_t, bf16* slot) const { return slot; }
   __attribute__((target("avx512f,avx512bw,avx512bf16")))
-  void operator()(int64_t kb, bf16* dst) const {
+  const bf16* load(int64_t kb, bf16* slot) const {
     constexpr int64_t kHalfBytes = kRows * 16, kHalfParams = 32;
-    const char* ahead = reinterpret_cast<const char*>(codes + (kb + kPrefetchBlocks) * 2 * kHalfBytes);
-    for (int64_t a = 0; a < 2 * kHalfBytes; a += 64) _mm_prefetch(ahead + a, _MM_HINT_T0);
-    _mm_prefetch(reinterpret_cast<const char*>(scales_zeros + (kb + kPrefetchBlocks) * 2 * kHalfParams), _MM_HINT_T0);
+    prefetch(codes + (kb + kPrefetchBlocks) * 2 * kHalfBytes, 2 * kHalfBytes);
+    prefetch(scales_zeros + (kb + kPrefetchBlocks) * 2 * kHalfParams, 2 * kHalfParams * 2);
     // a row is 16 channels x an input pair: lanes 0-15 are channels 0-7, lanes 16-31 channels 8-15
     const __m512i first = _mm512_set_epi32(7, 7, 6, 6, 5, 5, 4, 4, 3, 3, 2, 2, 1, 1, 0, 0);
     const __m512i second = _mm512_add_epi32(first, _mm512_set1_epi32(8));
@@ -92,7 +108,7 @@ struct Int4Panel {
       const __m512 s_lo = _mm512_permutexvar_ps(first, scale), s_hi = _mm512_permutexvar_ps(second, scale);
       const __m512 o_lo = _mm512_permutexvar_ps(first, offset), o_hi = _mm512_permutexvar_ps(second, offset);
       const uint8_t* rows = codes + (kb * 2 + half) * kHalfBytes;
-      bf16* out = dst + half * kBlock / 2;
+      bf16* out = slot + half * kBlock / 2;
       for (int64_t row = 0; row < kRows; ++row) {
         const __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(rows + row * 16)));
         const __m512 lo = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_and_si512(v, low_nibble)), s_lo, o_lo);
@@ -100,21 +116,21 @@ struct Int4Panel {
         _mm512_storeu_si512(out + row * kPanel, reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(hi, lo)));
       }
     }
+    return slot;
   }
 };
 
 // C tiles 0-3 = rows [0,16) x cols [0,16), [0,16) x [16,32), [16,32) x [0,16), [16,32) x [16,32)
-// of a 32 x 32 block; tiles 4, 5 hold activations, 6, 7 the panel's two halves. With `convert`,
-// each input block of the panel is turned into bf16 just before its tiles load, so the vector
-// work runs beside the tile unit's; without it, the panel is already in bf16.
-template <bool kTwoTiles, typename Convert>
+// of a 32 x 32 block; tiles 4, 5 hold activations, 6, 7 the panel's two halves. On a panel's
+// first row block each input block is converted just before its tiles load, so the vector work
+// runs beside the tile unit's; later row blocks take the converted panel from `buffer`.
+template <bool kTwoTiles, typename Panel>
 __attribute__((target("amx-tile,amx-bf16,avx512f,avx512bw,avx512bf16")))
-void row_block(const bf16* x, int64_t k, const Convert* convert, bf16* panel, float* c) {
+void row_block(const bf16* x, int64_t k, const Panel& source, bool first, bf16* buffer, float* c) {
   _tile_zero(0); _tile_zero(1);
   if (kTwoTiles) { _tile_zero(2); _tile_zero(3); }
   for (int64_t kb = 0; kb < k / kKBlock; ++kb) {
-    bf16* b = panel + kb * kBlock;
-    if (convert != nullptr) (*convert)(kb, b);
+    const bf16* b = first ? source.load(kb, buffer + kb * kBlock) : source.kept(kb, buffer + kb * kBlock);
     _tile_loadd(4, x + kb * kKBlock, k * 2);
     _tile_loadd(6, b, 64);
     _tile_loadd(7, b + kBlock / 2, 64);
@@ -157,7 +173,7 @@ void store_rows(const float* c, int64_t rows, const float* scale, const bf16* bi
 
 // Rows padded to whole tiles; each thread takes whole panels of 32 output channels, converts
 // each panel once (on its first row block) and keeps it in cache for the rest.
-template <typename Convert, typename PanelAt>
+template <typename Panel, typename PanelAt>
 at::Tensor multiply(const at::Tensor& x, int64_t n, PanelAt panel_at, const float* scale,
                     const c10::optional<at::Tensor>& bias) {
   const int64_t m = x.size(0), k = x.size(1);
@@ -179,15 +195,14 @@ at::Tensor multiply(const at::Tensor& x, int64_t n, PanelAt panel_at, const floa
     alignas(64) float c[2 * kRows * kPanel];
 #pragma omp for schedule(static)
     for (int64_t p = 0; p < n / kPanel; ++p) {
-      const Convert convert = panel_at(p);
+      const Panel source = panel_at(p);
       const int64_t col = p * kPanel;
       for (int64_t r = 0; r < m_pad; r += 2 * kRows) {
         const int64_t rows = std::min<int64_t>(2 * kRows, m_pad - r);
-        const Convert* first = r == 0 ? &convert : nullptr;
         if (rows == 2 * kRows) {
-          row_block<true>(xd + r * k, k, first, panel.data(), c);
+          row_block<true>(xd + r * k, k, source, r == 0, panel.data(), c);
         } else {
-          row_block<false>(xd + r * k, k, first, panel.data(), c);
+          row_block<false>(xd + r * k, k, source, r == 0, panel.data(), c);
         }
         store_rows(c, std::min(rows, m - r), scale ? scale + col : nullptr, bd ? bd + col : nullptr,
                    od + r * n + col, n);
@@ -236,4 +251,15 @@ at::Tensor amx_int4_linear(const at::Tensor& x, const at::Tensor& codes, const a
   return multiply<Int4Panel>(
       x, n, [&](int64_t p) { return Int4Panel{cd + p * k * kPanel / 2, sz + p * (k / kKBlock) * 64}; },
       nullptr, bias);
+}
+
+// out[M, N] = x[M, K] @ weight^T + bias, weight bf16 in pack_int8_for_amx's order.
+at::Tensor amx_bf16_linear(const at::Tensor& x, const at::Tensor& packed, int64_t n,
+                           const c10::optional<at::Tensor>& bias) {
+  const int64_t k = x.size(-1);
+  check_input(x, n, "amx_bf16_linear");
+  TORCH_CHECK(packed.scalar_type() == at::kBFloat16 && packed.numel() == n * k && packed.is_contiguous(),
+              "amx_bf16_linear: packed must hold N*K bf16");
+  const bf16* wd = packed.data_ptr<bf16>();
+  return multiply<Bf16Panel>(x, n, [&](int64_t p) { return Bf16Panel{wd + p * k * kPanel}; }, nullptr, bias);
 }

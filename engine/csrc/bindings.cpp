@@ -16,6 +16,8 @@ at::Tensor amx_int8_linear(const at::Tensor& x, const at::Tensor& packed, const 
                            const c10::optional<at::Tensor>& bias);
 at::Tensor amx_int4_linear(const at::Tensor& x, const at::Tensor& codes, const at::Tensor& scales_zeros,
                            const c10::optional<at::Tensor>& bias);
+at::Tensor amx_bf16_linear(const at::Tensor& x, const at::Tensor& packed, int64_t n,
+                           const c10::optional<at::Tensor>& bias);
 void kv_write(at::Tensor& kv, const at::Tensor& k, const at::Tensor& v, const at::Tensor& slots);
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -26,5 +28,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("amx_available", &amx_available, "whether this CPU and kernel let the process use AMX");
   m.def("amx_int8_linear", &amx_int8_linear, "bf16 x int8 weight-only linear on AMX (CPU)");
   m.def("amx_int4_linear", &amx_int4_linear, "bf16 x int4 (groups of 32) weight-only linear on AMX (CPU)");
+  m.def("amx_bf16_linear", &amx_bf16_linear, "bf16 linear on AMX, weights in tile order (CPU)");
   m.def("silu_and_mul", &silu_and_mul, "bf16 SiLU(gate) * up (CPU)");
 }

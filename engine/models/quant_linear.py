@@ -11,7 +11,7 @@ them. All linears of the default model, ms (engine/csrc/amx_linear.cpp's kernels
     torch int4   3.5    5.9   11.5   39.7  150.5
 
 So a layer takes torch's int4 kernel below INT4_AMX_FROM_ROWS rows, the AMX kernels below
-AMX_UP_TO_ROWS, and from there (prefills) its dequantized weight in bf16, kept packed for
+amx_layout.UP_TO_ROWS, and from there (prefills) its dequantized weight in bf16, kept packed for
 oneDNN: the same weights at bf16's speed, at the cost of holding both copies. On a CPU without
 AMX, batches of DENSE_FROM_ROWS rows or more take the bf16 copy and smaller ones torch's kernels.
 
@@ -32,7 +32,6 @@ METHODS = ("int8", "int4")
 INT4_GROUP = 32
 # without AMX, int4 decode steps in the engine: ahead at 6 rows (22.0 vs 22.7 ms), behind at 8
 DENSE_FROM_ROWS = 8
-AMX_UP_TO_ROWS = 256
 INT4_AMX_FROM_ROWS = 5
 _INNER_K_TILES = 2  # the int4 packing's K tiling; 2 is what the CPU kernel is tuned for
 
@@ -86,9 +85,9 @@ class _WeightOnlyLinear(nn.Module):
         if x.dim() != 2:  # the engine passes [tokens, features]; others may not
             return self.forward(x.reshape(-1, x.shape[-1])).reshape(*x.shape[:-1], -1)
         rows = x.shape[0]
-        if self._amx is not None and self.amx_from_rows <= rows < AMX_UP_TO_ROWS:
+        if self._amx is not None and self.amx_from_rows <= rows < amx_layout.UP_TO_ROWS:
             return self._amx_matmul(x)
-        if rows >= (AMX_UP_TO_ROWS if self._amx is not None else DENSE_FROM_ROWS):
+        if rows >= (amx_layout.UP_TO_ROWS if self._amx is not None else DENSE_FROM_ROWS):
             return self.dense(x)
         out = self._matmul(x)
         return out if self.bias is None else out + self.bias
@@ -106,7 +105,7 @@ class Int8Linear(_WeightOnlyLinear):
         scale = scale.to(torch.bfloat16)
         super().__init__(linear, q.float() * scale.float()[:, None])
         if self._amx is not None:  # then torch's int8 kernel is never called
-            self.register_buffer("qweight", amx_layout.pack_int8(q))
+            self.register_buffer("qweight", amx_layout.tile_order(q))
             self.register_buffer("scale", scale.float())
         else:
             self.register_buffer("qweight", q)

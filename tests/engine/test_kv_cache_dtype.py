@@ -23,7 +23,7 @@ import statistics
 import pytest
 
 from engine import LLM, SamplingParams, cpu_kernels
-from engine.models import quant_linear
+from engine.models import amx_layout
 
 QUANTIZED_BOUNDS = {"int8": (0.94, 0.12), "int4": (0.96, 0.08)}  # (min top-1, max mean |error|)
 QUESTIONS = ["Write a haiku about the sea.", "Explain paged attention in one sentence.",
@@ -68,7 +68,7 @@ def test_quantized_weights_on_amx_agree_with_fp32(reference, monkeypatch, method
     kernels = cpu_kernels.load()
     if kernels is None or not kernels.amx_available():
         pytest.skip("no AMX here: quantized batches take the dequantized weights, measured below")
-    monkeypatch.setattr(quant_linear, "AMX_UP_TO_ROWS", 10 ** 9)
+    monkeypatch.setattr(amx_layout, "UP_TO_ROWS", 10 ** 9)
     seqs, ref = reference
     llm = LLM(quantization=method, max_model_len=1024, gpu_memory_utilization=0.2)
     top1, mean_error = _agreement(seqs, ref, _teacher_forced(llm, seqs))

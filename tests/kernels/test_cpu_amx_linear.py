@@ -1,6 +1,6 @@
-"""dyno's AMX linears (engine/csrc/amx_linear.cpp): bf16 rows times int8 weights with a scale
-per output channel, or int4 weights with a scale and zero point per group of 32 inputs, as
-`--quantization` layers run batches below AMX_UP_TO_ROWS rows. Each row's result is its fp32 sum
+"""dyno's AMX linears (engine/csrc/amx_linear.cpp): bf16 rows times bf16 weights, int8 weights
+with a scale per output channel, or int4 weights with a scale and zero point per group of 32
+inputs, as bf16 and `--quantization` layers run batches below UP_TO_ROWS rows. Each row's result is its fp32 sum
 rounded once to bf16, whatever the batch holds."""
 
 from __future__ import annotations
@@ -10,8 +10,9 @@ import torch
 from torch import nn
 
 from engine import cpu_kernels
-from engine.models.amx_layout import pack_int4, pack_int8
-from engine.models.quant_linear import (AMX_UP_TO_ROWS, INT4_AMX_FROM_ROWS, Int4Linear, Int8Linear,
+from engine.models.amx_layout import UP_TO_ROWS, pack_int4, tile_order
+from engine.models.packed_linear import PackedLinear
+from engine.models.quant_linear import (INT4_AMX_FROM_ROWS, Int4Linear, Int8Linear,
                                         dequantize_int4, quantize_int4, quantize_int8)
 
 KERNELS = cpu_kernels.load()
@@ -31,7 +32,7 @@ def _case(rows: int, k: int = 96, n: int = 64):
 @pytest.mark.parametrize("rows", [1, 15, 16, 17, 32, 33, 100])
 def test_rows_are_the_fp32_sum_rounded_to_bf16(rows):
     x, q, scale, bias, want = _case(rows)
-    got = KERNELS.amx_int8_linear(x, pack_int8(q), scale, bias)
+    got = KERNELS.amx_int8_linear(x, tile_order(q), scale, bias)
     assert got.dtype == torch.bfloat16 and got.shape == (rows, 64)
     torch.testing.assert_close(got.float(), want, rtol=2 ** -8, atol=1e-4)
 
@@ -48,9 +49,28 @@ def test_int4_rows_are_sums_over_the_dequantized_weight(rows):
     torch.testing.assert_close(got.float(), x.float() @ weight.float().T, rtol=2 ** -7, atol=1e-2)
 
 
+def test_bf16_rows_are_the_fp32_sum_rounded_to_bf16():
+    torch.manual_seed(0)
+    weight, x = torch.randn(64, 96).bfloat16(), torch.randn(33, 96).bfloat16()
+    got = KERNELS.amx_bf16_linear(x, tile_order(weight), 64, None)
+    torch.testing.assert_close(got.float(), x.float() @ weight.float().T, rtol=2 ** -8, atol=1e-4)
+
+
+@pytest.mark.parametrize("rows, on_amx", [(1, True), (UP_TO_ROWS - 1, True), (UP_TO_ROWS, False)])
+def test_bf16_layers_run_batches_below_a_prefills_size_on_amx(rows, on_amx):
+    torch.manual_seed(0)
+    linear = nn.Linear(64, 32).to(torch.bfloat16)
+    layer = PackedLinear(linear)
+    layer._amx = counting = _Counting()
+    x = torch.randn(rows, 64, dtype=torch.bfloat16)
+    want = x.float() @ linear.weight.float().T + linear.bias.float()
+    torch.testing.assert_close(layer(x).float(), want, rtol=2 ** -7, atol=1e-2)
+    assert counting.calls == int(on_amx)
+
+
 def test_a_row_gets_the_same_bits_alone_or_in_a_batch():
     x, q, scale, bias, _ = _case(45)
-    packed = pack_int8(q)
+    packed = tile_order(q)
     batch = KERNELS.amx_int8_linear(x, packed, scale, bias)
     for i in (0, 16, 31, 44):
         assert torch.equal(KERNELS.amx_int8_linear(x[i:i + 1], packed, scale, bias)[0], batch[i])
@@ -59,7 +79,7 @@ def test_a_row_gets_the_same_bits_alone_or_in_a_batch():
 def test_without_bias_and_with_a_strided_input():
     x, q, scale, bias, want = _case(8, k=64)
     wide = torch.cat([x, x], dim=1)[:, :64]  # rows 128 apart: not contiguous
-    got = KERNELS.amx_int8_linear(wide, pack_int8(q), scale, None)
+    got = KERNELS.amx_int8_linear(wide, tile_order(q), scale, None)
     torch.testing.assert_close(got.float(), want - bias.float(), rtol=2 ** -8, atol=1e-4)
 
 
@@ -79,9 +99,13 @@ class _Counting:
         self.calls += 1
         return KERNELS.amx_int4_linear(*args)
 
+    def amx_bf16_linear(self, *args):
+        self.calls += 1
+        return KERNELS.amx_bf16_linear(*args)
+
 
 @pytest.mark.parametrize("rows, on_amx", [(INT4_AMX_FROM_ROWS - 1, False), (INT4_AMX_FROM_ROWS, True),
-                                          (AMX_UP_TO_ROWS - 1, True), (AMX_UP_TO_ROWS, False)])
+                                          (UP_TO_ROWS - 1, True), (UP_TO_ROWS, False)])
 def test_int4_layers_run_batches_from_a_few_rows_on_amx(rows, on_amx):
     torch.manual_seed(0)
     layer = Int4Linear(nn.Linear(64, 32, bias=False).to(torch.bfloat16))
@@ -93,7 +117,7 @@ def test_int4_layers_run_batches_from_a_few_rows_on_amx(rows, on_amx):
 def test_int8_layers_run_their_batches_on_amx():
     torch.manual_seed(0)
     layer = Int8Linear(nn.Linear(64, 32, bias=False).to(torch.bfloat16))
-    x = torch.randn(AMX_UP_TO_ROWS - 1, 64, dtype=torch.bfloat16)
+    x = torch.randn(UP_TO_ROWS - 1, 64, dtype=torch.bfloat16)
     want = KERNELS.amx_int8_linear(x, layer.qweight, layer.scale, None)
     assert torch.equal(layer(x), want)
-    assert layer(x[None]).shape == (1, AMX_UP_TO_ROWS - 1, 32)
+    assert layer(x[None]).shape == (1, UP_TO_ROWS - 1, 32)
