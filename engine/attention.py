@@ -86,11 +86,11 @@ class TorchAttention:
         return out.view(q.shape[0], self.num_heads * self.head_dim)
 
     def _in_place(self, cache: KVCacheLayer) -> bool:
-        return _kernels_take(self.kernels, cache)
+        return _kernels_read(self.kernels, cache)
 
     def _write(self, k, v, cache: KVCacheLayer, slots: torch.Tensor) -> None:
         kv = cache.kv
-        if self._in_place(cache):
+        if self._in_place(cache) and not cache.is_fp8:
             self.kernels.kv_write(kv, k, v, slots)
             return
         if cache.is_fp8:
@@ -122,7 +122,7 @@ class TorchAttention:
         if self._in_place(cache):
             return self.kernels.paged_decode(q, cache.kv, meta.decode_block_table,
                                              meta.decode_context_lens, cache.block_size,
-                                             self.window, self.scale)
+                                             self.window, self.scale, cache.k_scale, cache.v_scale)
         num_decodes, max_blocks = meta.decode_block_table.shape
         k, v = self._read_blocks(cache, meta.decode_block_table.flatten(), q.dtype)
         k = k.view(num_decodes, -1, self.num_kv_heads, self.head_dim)  # [num_decodes, max_len, kv_heads, dim]
@@ -141,9 +141,10 @@ class TorchAttention:
         return out[0].transpose(0, 1)
 
 
-def _kernels_take(kernels, cache: KVCacheLayer) -> bool:
-    """Whether dyno's C++ kernels read and write this cache in place (they take no fp8)."""
-    return kernels is not None and not cache.is_fp8 and cache.kv.device.type == "cpu"
+def _kernels_read(kernels, cache: KVCacheLayer) -> bool:
+    """Whether dyno's C++ decode kernel reads this cache in place (any dtype; the C++ cache
+    write takes no fp8)."""
+    return kernels is not None and cache.kv.device.type == "cpu"
 
 
 def reads_past_context(cache: KVCacheLayer) -> bool:
@@ -153,7 +154,7 @@ def reads_past_context(cache: KVCacheLayer) -> bool:
     if backend_name() == "triton":
         return False
     kernels = cpu_kernels.load() if torch.get_default_device().type == "cpu" else None
-    return not _kernels_take(kernels, cache)
+    return not _kernels_read(kernels, cache)
 
 
 _BACKENDS = ("auto", "torch", "triton")

@@ -3,9 +3,12 @@
 //
 // Each sequence is one task: it scores its context for every head, then takes the softmax and
 // the weighted sum of values. Positions outside [ctx_len - window, ctx_len) are never read.
-// bf16 on AVX-512 takes faster paths for both halves (see dot_bf16 and weigh_values_64).
+// bf16 on AVX-512 takes faster paths for both halves (see dot_bf16 and weigh_values_64). An
+// fp8 cache (e4m3 or e5m2, one scale each for keys and values) is read as is, each row
+// converted to fp32 on the way: half the bytes of bf16 a position.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <c10/util/Half.h>
 #if defined(__x86_64__)
 #include <immintrin.h>
 #endif
@@ -66,25 +69,75 @@ constexpr bool kBf16Dot = false;
 inline float dot_bf16(const at::BFloat16*, const at::BFloat16*, int64_t) { return 0.f; }
 #endif
 
+enum class Fp8 { kE4M3, kE5M2 };
+
+// An e5m2 code is the top byte of an fp16. An e4m3 code's exponent and mantissa bits placed in
+// an fp16's give its value / 256, subnormals included (so the caller's scale takes the 256).
+template <Fp8 F>
+constexpr float kFp8Unit = F == Fp8::kE4M3 ? 256.f : 1.f;
+
+template <Fp8 F>
+inline uint16_t fp8_half_bits(uint8_t b) {
+  return F == Fp8::kE5M2 ? static_cast<uint16_t>(b << 8)
+                         : static_cast<uint16_t>(((b & 0x80) << 8) | ((b & 0x7F) << 7));
+}
+
 #if defined(__AVX512F__)
+template <Fp8 F>
+inline __m512 fp8x16_to_float(const uint8_t* src) {
+  const __m256i b = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src)));
+  if constexpr (F == Fp8::kE5M2) return _mm512_cvtph_ps(_mm256_slli_epi16(b, 8));
+  const __m256i sign = _mm256_slli_epi16(_mm256_and_si256(b, _mm256_set1_epi16(0x80)), 8);
+  const __m256i rest = _mm256_slli_epi16(_mm256_and_si256(b, _mm256_set1_epi16(0x7F)), 7);
+  return _mm512_cvtph_ps(_mm256_or_si256(sign, rest));
+}
+#endif
+
+// n fp8 codes as fp32, each kFp8Unit<F> times too small.
+template <Fp8 F>
+inline void load_fp8_row(const uint8_t* src, float* dst, int64_t n) {
+  int64_t i = 0;
+#if defined(__AVX512F__)
+  for (; i + 16 <= n; i += 16) _mm512_storeu_ps(dst + i, fp8x16_to_float<F>(src + i));
+#endif
+  for (; i < n; ++i) dst[i] = c10::detail::fp16_ieee_to_fp32_value(fp8_half_bits<F>(src[i]));
+}
+
+#if defined(__AVX512F__)
+// 64 values of one kv head's cache row as fp32, in four registers.
+struct Bf16Rows {
+  using T = at::BFloat16;
+  static void load64(const T* v, __m512 x[4]) {
+    for (int c = 0; c < 4; ++c)
+      x[c] = _mm512_castsi512_ps(_mm512_slli_epi32(
+          _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(v + 16 * c))), 16));
+  }
+};
+
+template <Fp8 F>
+struct Fp8Rows {  // kFp8Unit<F> times too small, as load_fp8_row's
+  using T = uint8_t;
+  static void load64(const T* v, __m512 x[4]) {
+    for (int c = 0; c < 4; ++c) x[c] = fp8x16_to_float<F>(v + 16 * c);
+  }
+};
+
 // The values weighed for the G query heads of one kv head, head_dim 64: the G x 4 accumulators
 // stay in registers across the whole context (the generic loop reloads and stores them at every
 // position), and each value row is converted once for all G heads.
-template <int G>
-void weigh_values_64(const at::BFloat16* v_pool, const int64_t* table, int64_t first,
+template <int G, typename Rows>
+void weigh_values_64(const typename Rows::T* v_pool, const int64_t* table, int64_t first,
                      int64_t ctx_len, int64_t block_size, int64_t kv_stride, const float* scores,
                      int64_t n, float* acc) {
+  constexpr int64_t kElem = sizeof(typename Rows::T);
   __m512 a[G][4];
   for (int g = 0; g < G; ++g)
     for (int c = 0; c < 4; ++c) a[g][c] = _mm512_setzero_ps();
   for (int64_t t = first; t < ctx_len; ++t) {
     const int64_t slot = table[t / block_size] * block_size + t % block_size;
-    const at::BFloat16* v = v_pool + slot * kv_stride;
-    prefetch_ahead(v_pool, table, t, ctx_len, block_size, kv_stride * 2, 64 * 2);  // this kv head
+    prefetch_ahead(v_pool, table, t, ctx_len, block_size, kv_stride * kElem, 64 * kElem);  // this kv head
     __m512 x[4];
-    for (int c = 0; c < 4; ++c)
-      x[c] = _mm512_castsi512_ps(_mm512_slli_epi32(
-          _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(v + 16 * c))), 16));
+    Rows::load64(v_pool + slot * kv_stride, x);
     for (int g = 0; g < G; ++g) {
       const __m512 p = _mm512_set1_ps(scores[g * n + (t - first)]);
       for (int c = 0; c < 4; ++c) a[g][c] = _mm512_fmadd_ps(p, x[c], a[g][c]);
@@ -95,36 +148,78 @@ void weigh_values_64(const at::BFloat16* v_pool, const int64_t* table, int64_t f
 }
 
 // True when the register path took the values of every kv head.
-template <typename T>
-bool weigh_values_fast(const T* v_pool, const int64_t* table, int64_t first, int64_t ctx_len,
-                       int64_t block_size, int64_t num_kv_heads, int64_t group, int64_t head_dim,
-                       const float* scores, int64_t n, float* acc) {
-  if constexpr (!std::is_same_v<T, at::BFloat16>) {
-    return false;
-  } else {
-    if (head_dim != 64 || group < 1 || group > 4) return false;
-    const int64_t kv_stride = num_kv_heads * head_dim;
-    for (int64_t kv = 0; kv < num_kv_heads; ++kv) {
-      const T* v = v_pool + kv * head_dim;
-      const float* s = scores + kv * group * n;
-      float* a = acc + kv * group * head_dim;
-      switch (group) {
-        case 1: weigh_values_64<1>(v, table, first, ctx_len, block_size, kv_stride, s, n, a); break;
-        case 2: weigh_values_64<2>(v, table, first, ctx_len, block_size, kv_stride, s, n, a); break;
-        case 3: weigh_values_64<3>(v, table, first, ctx_len, block_size, kv_stride, s, n, a); break;
-        default: weigh_values_64<4>(v, table, first, ctx_len, block_size, kv_stride, s, n, a); break;
-      }
+template <typename Rows>
+bool weigh_values_fast(const typename Rows::T* v_pool, const int64_t* table, int64_t first,
+                       int64_t ctx_len, int64_t block_size, int64_t num_kv_heads, int64_t group,
+                       int64_t head_dim, const float* scores, int64_t n, float* acc) {
+  if (head_dim != 64 || group < 1 || group > 4) return false;
+  const int64_t kv_stride = num_kv_heads * head_dim;
+  for (int64_t kv = 0; kv < num_kv_heads; ++kv) {
+    const auto* v = v_pool + kv * head_dim;
+    const float* s = scores + kv * group * n;
+    float* a = acc + kv * group * head_dim;
+    switch (group) {
+      case 1: weigh_values_64<1, Rows>(v, table, first, ctx_len, block_size, kv_stride, s, n, a); break;
+      case 2: weigh_values_64<2, Rows>(v, table, first, ctx_len, block_size, kv_stride, s, n, a); break;
+      case 3: weigh_values_64<3, Rows>(v, table, first, ctx_len, block_size, kv_stride, s, n, a); break;
+      default: weigh_values_64<4, Rows>(v, table, first, ctx_len, block_size, kv_stride, s, n, a); break;
     }
-    return true;
   }
+  return true;
 }
 #else
-template <typename T>
-bool weigh_values_fast(const T*, const int64_t*, int64_t, int64_t, int64_t, int64_t, int64_t,
-                       int64_t, const float*, int64_t, float*) {
+struct Bf16Rows {
+  using T = at::BFloat16;
+};
+template <Fp8 F>
+struct Fp8Rows {
+  using T = uint8_t;
+};
+template <typename Rows>
+bool weigh_values_fast(const typename Rows::T*, const int64_t*, int64_t, int64_t, int64_t, int64_t,
+                       int64_t, int64_t, const float*, int64_t, float*) {
   return false;
 }
 #endif
+
+// One position's scores for every head, from its keys converted to fp32 (`row`).
+inline void score_row(const float* qf, const float* row, int64_t t, int64_t n, int64_t num_heads,
+                      int64_t group, int64_t head_dim, float scale, float* scores) {
+  for (int64_t h = 0; h < num_heads; ++h) {
+    const float* __restrict__ qh = qf + h * head_dim;
+    const float* __restrict__ r = row + (h / group) * head_dim;
+    float dot = 0.f;
+#pragma omp simd reduction(+ : dot)
+    for (int64_t d = 0; d < head_dim; ++d) dot += qh[d] * r[d];
+    scores[h * n + t] = dot * scale;
+  }
+}
+
+// One position's values (converted to fp32, `row`) added to every head's sum, by its weight.
+inline void add_weighted(const float* row, const float* scores, int64_t t, int64_t n,
+                         int64_t num_heads, int64_t group, int64_t head_dim, float* acc) {
+  for (int64_t h = 0; h < num_heads; ++h) {
+    const float p = scores[h * n + t];
+    float* __restrict__ a = acc + h * head_dim;
+    const float* __restrict__ r = row + (h / group) * head_dim;
+#pragma omp simd
+    for (int64_t d = 0; d < head_dim; ++d) a[d] += p * r[d];
+  }
+}
+
+// Each head's scores in place of their softmax.
+inline void softmax_rows(float* scores, int64_t num_heads, int64_t n) {
+  for (int64_t h = 0; h < num_heads; ++h) {
+    float* s = scores + h * n;
+    const float m = *std::max_element(s, s + n);
+    // Separate map and reduction loops: both vectorize (a fused one does not).
+    for (int64_t i = 0; i < n; ++i) s[i] = std::exp(s[i] - m);
+    float sum = 0.f;
+    for (int64_t i = 0; i < n; ++i) sum += s[i];
+    const float inv = 1.f / sum;
+    for (int64_t i = 0; i < n; ++i) s[i] *= inv;
+  }
+}
 
 // One position's scores for every head.
 template <typename T>
@@ -139,14 +234,7 @@ inline void score(const T* q, const float* qf, const T* k, float* row, int64_t t
     }
   }
   load_row(k, row, kv_stride);
-  for (int64_t h = 0; h < num_heads; ++h) {
-    const float* __restrict__ qh = qf + h * head_dim;
-    const float* __restrict__ r = row + (h / group) * head_dim;
-    float dot = 0.f;
-#pragma omp simd reduction(+ : dot)
-    for (int64_t d = 0; d < head_dim; ++d) dot += qh[d] * r[d];
-    scores[h * n + t] = dot * scale;
-  }
+  score_row(qf, row, t, n, num_heads, group, head_dim, scale, scores);
 }
 
 // One sequence, all heads: each cached position's keys (then values) for every kv head are
@@ -167,82 +255,149 @@ void decode_seq(const T* q, const T* k_pool, const T* v_pool, const int64_t* tab
     score(q, qf.data(), k_pool + slot * kv_stride, row.data(), t - first, n, num_heads, group,
           kv_stride, head_dim, scale, scores.data());
   }
-  for (int64_t h = 0; h < num_heads; ++h) {
-    float* s = scores.data() + h * n;
-    const float m = *std::max_element(s, s + n);
-    // Separate map and reduction loops: both vectorize (a fused one does not).
-    for (int64_t i = 0; i < n; ++i) s[i] = std::exp(s[i] - m);
-    float sum = 0.f;
-    for (int64_t i = 0; i < n; ++i) sum += s[i];
-    const float inv = 1.f / sum;
-    for (int64_t i = 0; i < n; ++i) s[i] *= inv;
-  }
-  if (weigh_values_fast(v_pool, table, first, ctx_len, block_size, num_kv_heads, group, head_dim,
-                        scores.data(), n, acc.data())) {
-    for (int64_t i = 0; i < num_heads * head_dim; ++i) out[i] = static_cast<T>(acc[i]);
-    return;
+  softmax_rows(scores.data(), num_heads, n);
+  if constexpr (std::is_same_v<T, at::BFloat16>) {
+    if (weigh_values_fast<Bf16Rows>(v_pool, table, first, ctx_len, block_size, num_kv_heads, group,
+                                    head_dim, scores.data(), n, acc.data())) {
+      for (int64_t i = 0; i < num_heads * head_dim; ++i) out[i] = static_cast<T>(acc[i]);
+      return;
+    }
   }
   std::fill(acc.begin(), acc.end(), 0.f);
   for (int64_t t = first; t < ctx_len; ++t) {
     const int64_t slot = table[t / block_size] * block_size + t % block_size;
     prefetch_ahead(v_pool, table, t, ctx_len, block_size, slot_bytes, slot_bytes);
     load_row(v_pool + slot * kv_stride, row.data(), kv_stride);
-    for (int64_t h = 0; h < num_heads; ++h) {
-      const float p = scores[h * n + (t - first)];
-      float* __restrict__ a = acc.data() + h * head_dim;
-      const float* __restrict__ r = row.data() + (h / group) * head_dim;
-#pragma omp simd
-      for (int64_t d = 0; d < head_dim; ++d) a[d] += p * r[d];
-    }
+    add_weighted(row.data(), scores.data(), t - first, n, num_heads, group, head_dim, acc.data());
   }
   for (int64_t i = 0; i < num_heads * head_dim; ++i) out[i] = static_cast<T>(acc[i]);
+}
+
+// decode_seq for an fp8 cache: rows of codes converted to fp32 as they are read; the key scale
+// goes into the score scale, the value scale into the output.
+template <typename T, Fp8 F>
+void decode_seq_fp8(const T* q, const uint8_t* k_pool, const uint8_t* v_pool, const int64_t* table,
+                    int64_t first, int64_t ctx_len, int64_t block_size, int64_t num_heads,
+                    int64_t num_kv_heads, int64_t head_dim, float scale, float k_scale,
+                    float v_scale, T* out, std::vector<float>& scores, std::vector<float>& qf,
+                    std::vector<float>& row, std::vector<float>& acc) {
+  const int64_t n = ctx_len - first, group = num_heads / num_kv_heads;
+  const int64_t kv_stride = num_kv_heads * head_dim;  // bytes too
+  scores.resize(static_cast<size_t>(num_heads * n));
+  load_row(q, qf.data(), num_heads * head_dim);
+  const float qk_scale = scale * k_scale * kFp8Unit<F>;
+  for (int64_t t = first; t < ctx_len; ++t) {
+    const int64_t slot = table[t / block_size] * block_size + t % block_size;
+    prefetch_ahead(k_pool, table, t, ctx_len, block_size, kv_stride, kv_stride);
+    load_fp8_row<F>(k_pool + slot * kv_stride, row.data(), kv_stride);
+    score_row(qf.data(), row.data(), t - first, n, num_heads, group, head_dim, qk_scale, scores.data());
+  }
+  softmax_rows(scores.data(), num_heads, n);
+  if (!weigh_values_fast<Fp8Rows<F>>(v_pool, table, first, ctx_len, block_size, num_kv_heads, group,
+                                     head_dim, scores.data(), n, acc.data())) {
+    std::fill(acc.begin(), acc.end(), 0.f);
+    for (int64_t t = first; t < ctx_len; ++t) {
+      const int64_t slot = table[t / block_size] * block_size + t % block_size;
+      prefetch_ahead(v_pool, table, t, ctx_len, block_size, kv_stride, kv_stride);
+      load_fp8_row<F>(v_pool + slot * kv_stride, row.data(), kv_stride);
+      add_weighted(row.data(), scores.data(), t - first, n, num_heads, group, head_dim, acc.data());
+    }
+  }
+  const float out_scale = v_scale * kFp8Unit<F>;
+  for (int64_t i = 0; i < num_heads * head_dim; ++i) out[i] = static_cast<T>(acc[i] * out_scale);
+}
+
+// Calls seq(s, first, ctx_len, scratch) for every sequence, spread over the threads.
+struct Scratch {
+  std::vector<float> scores, qf, row, acc;
+};
+
+template <typename Seq>
+void for_each_seq(const at::Tensor& q, int64_t kv_stride, const at::Tensor& ctx_lens,
+                  int64_t window, Seq seq) {
+  const int64_t num_seqs = q.size(0), q_size = q.size(1) * q.size(2);
+  const int64_t* lens = ctx_lens.data_ptr<int64_t>();
+  at::parallel_for(0, num_seqs, 1, [&](int64_t begin, int64_t end) {
+    Scratch scratch{{}, std::vector<float>(q_size), std::vector<float>(kv_stride),
+                    std::vector<float>(q_size)};
+    for (int64_t s = begin; s < end; ++s) {
+      const int64_t first = window > 0 ? std::max<int64_t>(0, lens[s] - window) : 0;
+      seq(s, first, lens[s], scratch);
+    }
+  });
 }
 
 template <typename T>
 void run(const at::Tensor& q, const at::Tensor& kv, const at::Tensor& table,
          const at::Tensor& ctx_lens, int64_t block_size, int64_t window, double scale,
          at::Tensor& out) {
-  const int64_t num_seqs = q.size(0), num_heads = q.size(1), head_dim = q.size(2);
-  const int64_t num_kv_heads = kv.size(2), num_slots = kv.size(1);
-  const int64_t max_blocks = table.size(1);
-  const T* q_ptr = q.data_ptr<T>();
+  const int64_t num_heads = q.size(1), head_dim = q.size(2), num_kv_heads = kv.size(2);
+  const int64_t kv_stride = num_kv_heads * head_dim, max_blocks = table.size(1);
   const T* k_pool = kv.data_ptr<T>();
-  const T* v_pool = k_pool + num_slots * num_kv_heads * head_dim;
-  const int64_t* table_ptr = table.data_ptr<int64_t>();
-  const int64_t* lens = ctx_lens.data_ptr<int64_t>();
+  const T* v_pool = k_pool + kv.size(1) * kv_stride;
+  const T* q_ptr = q.data_ptr<T>();
   T* out_ptr = out.data_ptr<T>();
-  at::parallel_for(0, num_seqs, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> scores, qf(num_heads * head_dim), row(num_kv_heads * head_dim),
-        acc(num_heads * head_dim);
-    for (int64_t s = begin; s < end; ++s) {
-      const int64_t len = lens[s];
-      const int64_t first = window > 0 ? std::max<int64_t>(0, len - window) : 0;
-      const int64_t off = s * num_heads * head_dim;
-      decode_seq<T>(q_ptr + off, k_pool, v_pool, table_ptr + s * max_blocks, first, len,
-                    block_size, num_heads, num_kv_heads, head_dim, static_cast<float>(scale),
-                    out_ptr + off, scores, qf, row, acc);
-    }
+  const int64_t* table_ptr = table.data_ptr<int64_t>();
+  for_each_seq(q, kv_stride, ctx_lens, window, [&](int64_t s, int64_t first, int64_t len, Scratch& w) {
+    const int64_t off = s * num_heads * head_dim;
+    decode_seq<T>(q_ptr + off, k_pool, v_pool, table_ptr + s * max_blocks, first, len, block_size,
+                  num_heads, num_kv_heads, head_dim, static_cast<float>(scale), out_ptr + off,
+                  w.scores, w.qf, w.row, w.acc);
   });
+}
+
+template <typename T, Fp8 F>
+void run_fp8(const at::Tensor& q, const at::Tensor& kv, const at::Tensor& table,
+             const at::Tensor& ctx_lens, int64_t block_size, int64_t window, double scale,
+             double k_scale, double v_scale, at::Tensor& out) {
+  const int64_t num_heads = q.size(1), head_dim = q.size(2), num_kv_heads = kv.size(2);
+  const int64_t kv_stride = num_kv_heads * head_dim, max_blocks = table.size(1);
+  const uint8_t* k_pool = static_cast<const uint8_t*>(kv.data_ptr());
+  const uint8_t* v_pool = k_pool + kv.size(1) * kv_stride;
+  const T* q_ptr = q.data_ptr<T>();
+  T* out_ptr = out.data_ptr<T>();
+  const int64_t* table_ptr = table.data_ptr<int64_t>();
+  for_each_seq(q, kv_stride, ctx_lens, window, [&](int64_t s, int64_t first, int64_t len, Scratch& w) {
+    const int64_t off = s * num_heads * head_dim;
+    decode_seq_fp8<T, F>(q_ptr + off, k_pool, v_pool, table_ptr + s * max_blocks, first, len,
+                         block_size, num_heads, num_kv_heads, head_dim, static_cast<float>(scale),
+                         static_cast<float>(k_scale), static_cast<float>(v_scale), out_ptr + off,
+                         w.scores, w.qf, w.row, w.acc);
+  });
+}
+
+template <typename T>
+void run_any_cache(const at::Tensor& q, const at::Tensor& kv, const at::Tensor& table,
+                   const at::Tensor& ctx_lens, int64_t block_size, int64_t window, double scale,
+                   double k_scale, double v_scale, at::Tensor& out) {
+  if (kv.scalar_type() == at::kFloat8_e4m3fn) {
+    run_fp8<T, Fp8::kE4M3>(q, kv, table, ctx_lens, block_size, window, scale, k_scale, v_scale, out);
+  } else if (kv.scalar_type() == at::kFloat8_e5m2) {
+    run_fp8<T, Fp8::kE5M2>(q, kv, table, ctx_lens, block_size, window, scale, k_scale, v_scale, out);
+  } else {
+    TORCH_CHECK(q.scalar_type() == kv.scalar_type(), "paged_decode: q and kv dtypes differ");
+    run<T>(q, kv, table, ctx_lens, block_size, window, scale, out);
+  }
 }
 
 }  // namespace
 
-// q: [num_seqs, num_heads, head_dim]; kv: [2, num_slots, num_kv_heads, head_dim], contiguous;
-// table: [num_seqs, max_blocks] int64; ctx_lens: [num_seqs] int64. window <= 0: no window.
+// q: [num_seqs, num_heads, head_dim]; kv: [2, num_slots, num_kv_heads, head_dim], contiguous,
+// q's dtype or fp8 (stored as value / k_scale, value / v_scale); table: [num_seqs, max_blocks]
+// int64; ctx_lens: [num_seqs] int64. window <= 0: no window.
 at::Tensor paged_decode(const at::Tensor& q, const at::Tensor& kv, const at::Tensor& table,
                         const at::Tensor& ctx_lens, int64_t block_size, int64_t window,
-                        double scale) {
+                        double scale, double k_scale, double v_scale) {
   TORCH_CHECK(kv.is_contiguous() && table.is_contiguous() && ctx_lens.is_contiguous(),
               "paged_decode: kv, table and ctx_lens must be contiguous");
-  TORCH_CHECK(q.scalar_type() == kv.scalar_type(), "paged_decode: q and kv dtypes differ");
   TORCH_CHECK(q.size(1) % kv.size(2) == 0, "paged_decode: heads not a multiple of kv heads");
   at::Tensor qc = q.contiguous();
   at::Tensor out = at::empty_like(qc);
   if (q.scalar_type() == at::kFloat) {
-    run<float>(qc, kv, table, ctx_lens, block_size, window, scale, out);
+    run_any_cache<float>(qc, kv, table, ctx_lens, block_size, window, scale, k_scale, v_scale, out);
   } else {
-    TORCH_CHECK(q.scalar_type() == at::kBFloat16, "paged_decode: float32 or bfloat16 only");
-    run<at::BFloat16>(qc, kv, table, ctx_lens, block_size, window, scale, out);
+    TORCH_CHECK(q.scalar_type() == at::kBFloat16, "paged_decode: float32 or bfloat16 queries only");
+    run_any_cache<at::BFloat16>(qc, kv, table, ctx_lens, block_size, window, scale, k_scale, v_scale, out);
   }
   return out;
 }

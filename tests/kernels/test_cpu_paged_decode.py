@@ -1,7 +1,8 @@
 """dyno's C++ paged decode attention (engine/csrc/paged_decode.cpp) against the torch
 reference, on every code path it has: bf16 with head_dim 64 and up to four query heads per kv
 head (values weighed in registers), other bf16 shapes (bf16 dot products, generic values loop),
-fp32; with and without a sliding window. Unused cache slots hold NaN: reading one fails."""
+fp32; an fp8 cache (e4m3, e5m2) under either; with and without a sliding window. Unused cache
+slots hold NaN: reading one fails."""
 
 from __future__ import annotations
 
@@ -31,8 +32,35 @@ def test_kernel_matches_the_reference(dtype, heads, head_dim, window):
     q = torch.randn(len(LENS), num_heads, head_dim).to(dtype)
     scale = head_dim ** -0.5
     got = KERNELS.paged_decode(q, case.kv_cache, case.block_table.long(), case.seq_lens.long(), 16,
-                               window or 0, scale)
+                               window or 0, scale, 1.0, 1.0)
     want = paged_decode_attention_ref(q, case.kv_cache, case.block_table, case.seq_lens, scale, 16,
                                       1.0, 1.0, window)
     assert not got.isnan().any()
     torch.testing.assert_close(got.float(), want.float(), **attention_tolerance(dtype))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("cache_dtype", [torch.float8_e4m3fn, torch.float8_e5m2])
+@pytest.mark.parametrize("window", [None, 10])
+def test_fp8_cache_matches_the_reference(dtype, cache_dtype, window):
+    """Codes are read as their exact values times the layer's scales (e4m3's subnormals too)."""
+    torch.manual_seed(0)
+    case = make_paged_case(LENS, 3, 64, 16, dtype, cache_dtype)
+    q = torch.randn(len(LENS), 9, 64).to(dtype)
+    got = KERNELS.paged_decode(q, case.kv_cache, case.block_table.long(), case.seq_lens.long(), 16,
+                               window or 0, 0.125, case.k_scale, case.v_scale)
+    want = paged_decode_attention_ref(q, case.kv_cache, case.block_table, case.seq_lens, 0.125, 16,
+                                      case.k_scale, case.v_scale, window)
+    assert got.dtype == dtype and not got.isnan().any()
+    torch.testing.assert_close(got.float(), want.float(), **attention_tolerance(dtype))
+
+
+def test_every_e4m3_code_reads_as_its_value():
+    """Attending to one position returns its value row: codes 0-192 but NaN (127), subnormals
+    and negatives among them."""
+    kv = torch.zeros(2, 16, 3, 64, dtype=torch.uint8)
+    kv[1, 5] = torch.tensor([c for c in range(193) if c != 0x7F], dtype=torch.uint8).view(3, 64)
+    kv = kv.view(torch.float8_e4m3fn)
+    got = KERNELS.paged_decode(torch.randn(1, 3, 64), kv, torch.zeros(1, 1, dtype=torch.long),
+                               torch.tensor([6]), 16, 1, 0.125, 1.0, 1.0)  # window 1: position 5
+    assert torch.equal(got[0], kv[1, 5].float())
