@@ -21,6 +21,7 @@ logger = logging.getLogger(__name__)
 _SOURCES = tuple(Path(__file__).parent / "csrc" / name
                  for name in ("bindings.cpp", "paged_decode.cpp", "kv_write.cpp",
                                   "elementwise.cpp", "amx_linear.cpp"))
+_HEADERS = (Path(__file__).parent / "csrc" / "amx_tiles.h",)
 _FLAGS = ["-O3", "-march=native", "-fopenmp", "-ffast-math"]
 
 
@@ -37,7 +38,7 @@ def _cpu_model() -> str:
 def _build_dir() -> Path:
     # -march=native code runs only on CPUs like this one: the cache key names the CPU.
     digest = hashlib.sha256()
-    for source in _SOURCES:
+    for source in _SOURCES + _HEADERS:
         digest.update(source.read_bytes())
     digest.update(" ".join(_FLAGS).encode())
     digest.update(_cpu_model().encode())

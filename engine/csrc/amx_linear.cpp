@@ -8,8 +8,8 @@
 #include <ATen/ATen.h>
 #include <c10/util/Optional.h>
 #include <immintrin.h>
-#include <sys/syscall.h>
-#include <unistd.h>
+
+#include "amx_tiles.h"
 
 #include <algorithm>
 #include <cstdint>
@@ -21,23 +21,9 @@ using bf16 = at::BFloat16;
 
 constexpr int64_t kPanel = 32;   // output channels a thread takes at a time: two tiles wide
 constexpr int64_t kKBlock = 32;  // input channels per tile row (16 bf16 pairs)
-constexpr int64_t kRows = 16;    // rows per tile
+constexpr int64_t kRows = dyno_amx::kRows;
 // Input blocks (1 KiB of int8 each) fetched ahead of the conversion: 4 beat 2 and 8 here.
 constexpr int64_t kPrefetchBlocks = 4;
-
-struct alignas(64) TileConfig {
-  uint8_t palette = 1;
-  uint8_t start_row = 0;
-  uint8_t reserved[14] = {};
-  uint16_t colsb[16] = {};
-  uint8_t rows[16] = {};
-};
-
-bool amx_permitted() {
-  // Linux hands out the AMX register state only on request (ARCH_REQ_XCOMP_PERM, XTILEDATA).
-  static const bool ok = syscall(SYS_arch_prctl, 0x1023, 18) == 0;
-  return ok;
-}
 
 __attribute__((target("avx512f,avx512bw,avx512bf16")))
 void int8_to_bf16(const int8_t* src, bf16* dst, int64_t count) {
@@ -147,19 +133,6 @@ void row_block(const bf16* x, int64_t k, const Panel& source, bool first, bf16* 
   }
 }
 
-__attribute__((target("amx-tile")))
-void configure_tiles() {
-  TileConfig cfg;
-  for (int t = 0; t < 8; ++t) {
-    cfg.colsb[t] = 64;
-    cfg.rows[t] = kRows;
-  }
-  _tile_loadconfig(&cfg);
-}
-
-__attribute__((target("amx-tile")))
-void release_tiles() { _tile_release(); }
-
 void store_rows(const float* c, int64_t rows, const float* scale, const bf16* bias, bf16* out,
                 int64_t n) {
   for (int64_t m = 0; m < rows; ++m) {
@@ -190,7 +163,7 @@ at::Tensor multiply(const at::Tensor& x, int64_t n, PanelAt panel_at, const floa
   bf16* od = out.data_ptr<bf16>();
 #pragma omp parallel
   {
-    configure_tiles();
+    dyno_amx::configure();
     std::vector<bf16> panel(k * kPanel);
     alignas(64) float c[2 * kRows * kPanel];
 #pragma omp for schedule(static)
@@ -208,20 +181,20 @@ at::Tensor multiply(const at::Tensor& x, int64_t n, PanelAt panel_at, const floa
                    od + r * n + col, n);
       }
     }
-    release_tiles();
+    dyno_amx::release();
   }
   return out;
 }
 
 void check_input(const at::Tensor& x, int64_t n, const char* name) {
-  TORCH_CHECK(amx_permitted(), name, ": this CPU or kernel offers no AMX");
+  TORCH_CHECK(dyno_amx::permitted(), name, ": this CPU or kernel offers no AMX");
   TORCH_CHECK(x.dim() == 2 && x.scalar_type() == at::kBFloat16, name, ": x must be bf16 [M, K]");
   TORCH_CHECK(x.size(1) % kKBlock == 0 && n % kPanel == 0, name, ": K and N must be multiples of 32");
 }
 
 }  // namespace
 
-bool amx_available() { return amx_permitted(); }
+bool amx_available() { return dyno_amx::permitted(); }
 
 // out[M, N] = x[M, K] @ (packed * scale)^T + bias. packed: int8 from pack_int8_for_amx's layout
 // ([N/32][K/32][2][16][16][2]: panel, input block, half, input pair, channel, pair member).
