@@ -20,8 +20,9 @@ logger = logging.getLogger(__name__)
 
 _SOURCES = tuple(Path(__file__).parent / "csrc" / name
                  for name in ("bindings.cpp", "paged_decode.cpp", "kv_write.cpp",
-                                  "elementwise.cpp", "amx_linear.cpp"))
-_HEADERS = (Path(__file__).parent / "csrc" / "amx_tiles.h",)
+                                  "elementwise.cpp", "amx_linear.cpp",
+                                  "prefill_attention.cpp"))
+_HEADERS = tuple(Path(__file__).parent / "csrc" / name for name in ("amx_tiles.h", "bf16_vec.h"))
 _FLAGS = ["-O3", "-march=native", "-fopenmp", "-ffast-math"]
 
 

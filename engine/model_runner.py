@@ -10,7 +10,8 @@ from dataclasses import dataclass
 
 import torch
 
-from engine.attention import AttentionMetadata, KVCacheLayer, PrefillSpan, reads_past_context
+from engine.attention import (AttentionMetadata, KVCacheLayer, PrefillSpan, PromptBatch,
+                              reads_past_context)
 from engine.sampler import Sampler, SamplingBatch, top_logprobs
 from engine.sampling_params import SamplingParams
 from engine.step import ModelRunnerOutput, NewRequestData, SchedulerOutput, TokenLogprobs
@@ -160,7 +161,8 @@ class ModelRunner:
             slot_mapping[start:start + n] = kv_slots[c:]
             spans.append(PrefillSpan(start, start + n, kv_slots, self._prefill_mask(c, n)))
         return AttentionMetadata(slot_mapping, len(decodes), table, decode_mask, spans,
-                                 ctx if decodes else None)
+                                 ctx if decodes else None,
+                                 PromptBatch.of(spans) if spans and self.device.type == "cpu" else None)
 
     def _prefill_mask(self, num_cached: int, num_new: int) -> torch.Tensor | None:
         if num_cached == 0 and not self.sliding_window:
