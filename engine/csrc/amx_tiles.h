@@ -26,12 +26,15 @@ struct alignas(64) TileConfig {
 };
 
 // All eight tiles 16 rows of 64 bytes: 16 x 32 bf16 operands, 16 x 16 fp32 sums. Per thread.
-__attribute__((target("amx-tile"))) inline void configure() {
+// GCC does not see ldtilecfg read its operand: inlined, the config's stores were moved past it
+// (a garbage config faults), hence the barrier.
+__attribute__((target("amx-tile"), noinline)) inline void configure() {
   TileConfig cfg;
   for (int t = 0; t < 8; ++t) {
     cfg.colsb[t] = 64;
     cfg.rows[t] = kRows;
   }
+  asm volatile("" : : "r"(&cfg) : "memory");
   _tile_loadconfig(&cfg);
 }
 

@@ -20,7 +20,7 @@ at::Tensor amx_bf16_linear(const at::Tensor& x, const at::Tensor& packed, int64_
                            const c10::optional<at::Tensor>& bias);
 at::Tensor prefill_attention(const at::Tensor& q, const at::Tensor& kv, const at::Tensor& query_starts,
                              const at::Tensor& slots, const at::Tensor& context_starts, int64_t window,
-                             double scale);
+                             double scale, double k_scale, double v_scale);
 void kv_write(at::Tensor& kv, const at::Tensor& k, const at::Tensor& v, const at::Tensor& slots);
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -32,6 +32,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("amx_int8_linear", &amx_int8_linear, "bf16 x int8 weight-only linear on AMX (CPU)");
   m.def("amx_int4_linear", &amx_int4_linear, "bf16 x int4 (groups of 32) weight-only linear on AMX (CPU)");
   m.def("amx_bf16_linear", &amx_bf16_linear, "bf16 linear on AMX, weights in tile order (CPU)");
-  m.def("prefill_attention", &prefill_attention, "causal prompt attention on AMX, bf16, head_dim 64 (CPU)");
+  m.def("prefill_attention", &prefill_attention, "causal prompt attention on AMX, bf16 or fp8 cache, head_dim 64 (CPU)");
   m.def("silu_and_mul", &silu_and_mul, "bf16 SiLU(gate) * up (CPU)");
 }

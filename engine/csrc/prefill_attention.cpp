@@ -17,6 +17,7 @@
 
 #include "amx_tiles.h"
 #include "bf16_vec.h"
+#include "fp8.h"
 
 namespace {
 
@@ -50,19 +51,49 @@ struct Work {
 // row j holds the pair of dims 2j, 2j + 1 of each position. Values as the B operand of
 // probabilities x values: per 32 positions, four tiles (dims 16c .. 16c + 15) whose row j holds
 // each dim of positions 2j, 2j + 1. Positions past the context stay zero. Moved as 32-bit pairs.
-void lay_out(const bf16* pool, const int64_t* slots, int64_t ctx, int64_t stride, bf16* keys,
-             bf16* values, int64_t v_offset) {
+template <typename Cache>
+void lay_out(const Cache& cache, const int64_t* slots, int64_t ctx, int64_t kv, bf16* keys,
+             bf16* values) {
+  alignas(64) bf16 k[kDim], v[kDim];
   auto* kd = reinterpret_cast<uint32_t*>(keys);
   auto* vd = reinterpret_cast<uint16_t*>(values);
+  const auto* k32 = reinterpret_cast<const uint32_t*>(k);
+  const auto* v16 = reinterpret_cast<const uint16_t*>(v);
   for (int64_t p = 0; p < ctx; ++p) {
-    const auto* k = reinterpret_cast<const uint32_t*>(pool + slots[p] * stride);
-    const auto* v = reinterpret_cast<const uint16_t*>(pool + slots[p] * stride + v_offset);
+    cache.read(slots[p], kv, k, v);
     const int64_t kb = p / kBlock, kp = p % kBlock, vb = p / kPair, vp = p % kPair;
-    for (int64_t j = 0; j < kDim / 2; ++j) kd[((kb * 2 + j / 16) * kBlock + j % 16) * 16 + kp] = k[j];
+    for (int64_t j = 0; j < kDim / 2; ++j) kd[((kb * 2 + j / 16) * kBlock + j % 16) * 16 + kp] = k32[j];
     uint16_t* vrow = vd + (vb * 4 * kBlock + vp / 2) * 32 + vp % 2;
-    for (int64_t d = 0; d < kDim; ++d) vrow[((d / 16) * kBlock) * 32 + (d % 16) * 2] = v[d];
+    for (int64_t d = 0; d < kDim; ++d) vrow[((d / 16) * kBlock) * 32 + (d % 16) * 2] = v16[d];
   }
 }
+
+// One slot's keys and values of one kv head, as bf16: from a bf16 cache as they are, from an
+// fp8 one times its scales.
+struct Bf16Cache {
+  const bf16* pool;
+  int64_t stride, v_offset;  // elements per slot; where the values start
+  void read(int64_t slot, int64_t kv, bf16* k, bf16* v) const {
+    const bf16* row = pool + slot * stride + kv * kDim;
+    std::copy_n(row, kDim, k);
+    std::copy_n(row + v_offset, kDim, v);
+  }
+};
+
+template <dyno_fp8::Fp8 F>
+struct Fp8Cache {
+  const uint8_t* pool;
+  int64_t stride, v_offset;
+  float k_scale, v_scale;  // kFp8Unit included
+  void read(int64_t slot, int64_t kv, bf16* k, bf16* v) const {
+    const uint8_t* row = pool + slot * stride + kv * kDim;
+    for (int64_t d = 0; d < kDim; d += dyno_vec::kLanes) {
+      dyno_vec::store(k + d, _mm512_mul_ps(dyno_fp8::fp8x16_to_float<F>(row + d), _mm512_set1_ps(k_scale)));
+      dyno_vec::store(v + d, _mm512_mul_ps(dyno_fp8::fp8x16_to_float<F>(row + v_offset + d),
+                                           _mm512_set1_ps(v_scale)));
+    }
+  }
+};
 
 // Rows of the score block (16 queries x `width` positions) turned into bf16 probabilities:
 // query r (absolute position first + r) sees positions [lo, hi] of its row; the rest are 0.
@@ -130,15 +161,15 @@ void attend_block(Work& w, int64_t width, int64_t rows, int64_t first, int64_t w
   }
 }
 
-void run_task(const bf16* q, const bf16* pool, const int64_t* slots, const Span& span, int64_t kv,
-              int64_t num_heads, int64_t num_kv_heads, int64_t num_slots, int64_t window, float scale,
-              bf16* out, Work& w) {
-  const int64_t group = num_heads / num_kv_heads, stride = num_kv_heads * kDim;
+template <typename Cache>
+void run_task(const bf16* q, const Cache& cache, const int64_t* slots, const Span& span, int64_t kv,
+              int64_t num_heads, int64_t num_kv_heads, int64_t window, float scale, bf16* out,
+              Work& w) {
+  const int64_t group = num_heads / num_kv_heads;
   const int64_t ctx_pad = (span.ctx_len + kPair - 1) / kPair * kPair;
   const int64_t cached = span.ctx_len - span.q_len;  // positions before the first query
   w.size(ctx_pad);
-  lay_out(pool + kv * kDim, slots + span.ctx_start, span.ctx_len, stride, w.keys.data(),
-          w.values.data(), num_slots * stride);
+  lay_out(cache, slots + span.ctx_start, span.ctx_len, kv, w.keys.data(), w.values.data());
   for (int64_t h = kv * group; h < (kv + 1) * group; ++h) {
     for (int64_t i0 = 0; i0 < span.q_len; i0 += kBlock) {
       const int64_t rows = std::min(kBlock, span.q_len - i0);
@@ -157,18 +188,41 @@ void run_task(const bf16* q, const bf16* pool, const int64_t* slots, const Span&
   }
 }
 
+template <typename Cache>
+void run(const at::Tensor& q, const Cache& cache, int64_t num_kv_heads, const std::vector<Span>& spans,
+         const int64_t* slots, int64_t window, double scale, at::Tensor& out) {
+  const bf16* qd = q.data_ptr<bf16>();
+  bf16* od = out.data_ptr<bf16>();
+  const int64_t tasks = static_cast<int64_t>(spans.size()) * num_kv_heads;
+#pragma omp parallel
+  {
+    dyno_amx::configure();
+    Work w;
+#pragma omp for schedule(dynamic)
+    for (int64_t task = 0; task < tasks; ++task) {
+      run_task(qd, cache, slots, spans[task / num_kv_heads], task % num_kv_heads, q.size(1),
+               num_kv_heads, window, static_cast<float>(scale), od, w);
+    }
+    dyno_amx::release();
+  }
+}
+
 }  // namespace
 
-// q: [tokens, heads, 64] bf16, the prompts' rows back to back; kv: [2, slots, kv_heads, 64]
-// bf16; query_starts: [prompts + 1] rows of q; slots: each prompt's context (cached positions,
-// then its own) as cache slots, back to back, with context_starts: [prompts + 1].
+// q: [tokens, heads, 64] bf16, the prompts' rows back to back; kv: [2, slots, kv_heads, 64],
+// bf16 or fp8 (stored as value / k_scale, value / v_scale); query_starts: [prompts + 1] rows of
+// q; slots: each prompt's context (cached positions, then its own) as cache slots, back to
+// back, with context_starts: [prompts + 1].
 at::Tensor prefill_attention(const at::Tensor& q, const at::Tensor& kv, const at::Tensor& query_starts,
                              const at::Tensor& slots, const at::Tensor& context_starts, int64_t window,
-                             double scale) {
+                             double scale, double k_scale, double v_scale) {
   TORCH_CHECK(dyno_amx::permitted(), "prefill_attention: this CPU or kernel offers no AMX");
-  TORCH_CHECK(q.scalar_type() == at::kBFloat16 && kv.scalar_type() == at::kBFloat16 &&
-                  q.size(2) == kDim && kv.size(3) == kDim && q.size(1) % kv.size(2) == 0,
-              "prefill_attention: bf16 q and cache, head_dim 64, whole query groups");
+  const auto cache_type = kv.scalar_type();
+  TORCH_CHECK(q.scalar_type() == at::kBFloat16 && q.size(2) == kDim && kv.size(3) == kDim &&
+                  q.size(1) % kv.size(2) == 0 &&
+                  (cache_type == at::kBFloat16 || cache_type == at::kFloat8_e4m3fn ||
+                   cache_type == at::kFloat8_e5m2),
+              "prefill_attention: bf16 q, a bf16 or fp8 cache, head_dim 64, whole query groups");
   TORCH_CHECK(kv.is_contiguous() && slots.is_contiguous(), "prefill_attention: contiguous kv and slots");
   const at::Tensor qc = q.contiguous();
   at::Tensor out = at::empty_like(qc);
@@ -180,20 +234,24 @@ at::Tensor prefill_attention(const at::Tensor& q, const at::Tensor& kv, const at
     spans[i] = {qs[i], qs[i + 1] - qs[i], cs[i], cs[i + 1] - cs[i]};
     TORCH_CHECK(spans[i].ctx_len >= spans[i].q_len, "prefill_attention: a context shorter than its prompt");
   }
-  const bf16* qd = qc.data_ptr<bf16>();
-  const bf16* pool = kv.data_ptr<bf16>();
+  const int64_t stride = num_kv_heads * kDim, v_offset = kv.size(1) * stride;
   const int64_t* sd = slots.data_ptr<int64_t>();
-  bf16* od = out.data_ptr<bf16>();
-#pragma omp parallel
-  {
-    dyno_amx::configure();
-    Work w;
-#pragma omp for schedule(dynamic)
-    for (int64_t task = 0; task < prompts * num_kv_heads; ++task) {
-      run_task(qd, pool, sd, spans[task / num_kv_heads], task % num_kv_heads, q.size(1), num_kv_heads,
-               kv.size(1), window, static_cast<float>(scale), od, w);
+  using dyno_fp8::Fp8;
+  using dyno_fp8::kFp8Unit;
+  if (cache_type == at::kBFloat16) {
+    run(qc, Bf16Cache{kv.data_ptr<bf16>(), stride, v_offset}, num_kv_heads, spans, sd, window, scale, out);
+  } else {
+    const auto* pool = static_cast<const uint8_t*>(kv.data_ptr());
+    if (cache_type == at::kFloat8_e4m3fn) {
+      const float unit = kFp8Unit<Fp8::kE4M3>;
+      run(qc, Fp8Cache<Fp8::kE4M3>{pool, stride, v_offset, static_cast<float>(k_scale) * unit,
+                                   static_cast<float>(v_scale) * unit},
+          num_kv_heads, spans, sd, window, scale, out);
+    } else {
+      run(qc, Fp8Cache<Fp8::kE5M2>{pool, stride, v_offset, static_cast<float>(k_scale),
+                                   static_cast<float>(v_scale)},
+          num_kv_heads, spans, sd, window, scale, out);
     }
-    dyno_amx::release();
   }
   return out;
 }

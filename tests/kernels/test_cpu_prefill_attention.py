@@ -46,16 +46,33 @@ def test_prompts_match_sdpa(window):
     query_starts = torch.tensor([0] + [n for n, _ in prompts]).cumsum(0)
     context_starts = torch.tensor([0] + [n + c for n, c in prompts]).cumsum(0)
     got = KERNELS.prefill_attention(torch.cat(qs), kv, query_starts, torch.cat(slots), context_starts,
-                                    window, DIM ** -0.5)
+                                    window, DIM ** -0.5, 1.0, 1.0)
     assert got.dtype == torch.bfloat16 and not got.isnan().any()
     torch.testing.assert_close(got.float(), torch.cat(wants), atol=1.6e-2, rtol=1.6e-2)
+
+
+@pytest.mark.parametrize("cache_dtype", [torch.float8_e4m3fn, torch.float8_e5m2])
+def test_fp8_cache_reads_as_its_codes_times_the_scales(cache_dtype):
+    torch.manual_seed(1)
+    n, cached, k_scale, v_scale = 40, 9, 0.05, 0.03
+    values = torch.randn(2, n + cached, KV_HEADS, DIM)
+    codes = torch.stack([values[0] / k_scale, values[1] / v_scale]).to(cache_dtype)
+    kv = torch.zeros(2, 64, KV_HEADS, DIM, dtype=cache_dtype)
+    slots = torch.randperm(64)[:n + cached]
+    kv[:, slots] = codes
+    q = torch.randn(n, HEADS, DIM).bfloat16()
+    keys, vals = (codes[0].float() * k_scale).bfloat16(), (codes[1].float() * v_scale).bfloat16()
+    got = KERNELS.prefill_attention(q, kv, torch.tensor([0, n]), slots, torch.tensor([0, n + cached]),
+                                    0, DIM ** -0.5, k_scale, v_scale)
+    torch.testing.assert_close(got.float(), _reference(q, keys, vals, cached, 0), atol=1.6e-2, rtol=1.6e-2)
 
 
 def test_other_shapes_are_refused():
     q = torch.randn(4, 4, 32).bfloat16()
     kv = torch.randn(2, 8, 2, 32).bfloat16()
     with pytest.raises(RuntimeError, match="head_dim 64"):
-        KERNELS.prefill_attention(q, kv, torch.tensor([0, 4]), torch.arange(4), torch.tensor([0, 4]), 0, 0.1)
+        KERNELS.prefill_attention(q, kv, torch.tensor([0, 4]), torch.arange(4), torch.tensor([0, 4]), 0, 0.1,
+                                  1.0, 1.0)
 
 
 def test_bf16_engine_prompts_take_the_kernel(monkeypatch):
