@@ -63,20 +63,6 @@ def test_fp8_cache_agrees_with_the_model_dtype_cache(reference, kv_dtype, min_to
     assert mean_error <= max_mean_error
 
 
-@pytest.mark.parametrize("method", ["int8", "int4"])
-def test_quantized_weights_on_amx_agree_with_fp32(reference, monkeypatch, method):
-    kernels = cpu_kernels.load()
-    if kernels is None or not kernels.amx_available():
-        pytest.skip("no AMX here: quantized batches take the dequantized weights, measured below")
-    monkeypatch.setattr(amx_layout, "UP_TO_ROWS", 10 ** 9)
-    seqs, ref = reference
-    llm = LLM(quantization=method, max_model_len=1024, gpu_memory_utilization=0.2)
-    top1, mean_error = _agreement(seqs, ref, _teacher_forced(llm, seqs))
-    min_top1, max_mean_error = QUANTIZED_BOUNDS[method]
-    assert top1 >= min_top1
-    assert mean_error <= max_mean_error
-
-
 def test_bf16_agrees_with_fp32(reference):
     seqs, ref = reference
     llm = LLM(dtype="bfloat16", max_model_len=1024, gpu_memory_utilization=0.2)
@@ -85,8 +71,14 @@ def test_bf16_agrees_with_fp32(reference):
     assert mean_error <= 0.08
 
 
+@pytest.mark.parametrize("on_amx", [False, True], ids=["as-teacher-forced", "every-batch-on-amx"])
 @pytest.mark.parametrize("method", ["int8", "int4"])
-def test_quantized_weights_agree_with_fp32(reference, method):
+def test_quantized_weights_agree_with_fp32(reference, monkeypatch, method, on_amx):
+    if on_amx:  # as decode steps run
+        kernels = cpu_kernels.load()
+        if kernels is None or not kernels.amx_available():
+            pytest.skip("no AMX here: quantized batches take the dequantized weights")
+        monkeypatch.setattr(amx_layout, "UP_TO_ROWS", 10 ** 9)
     seqs, ref = reference
     llm = LLM(quantization=method, max_model_len=1024, gpu_memory_utilization=0.2)
     top1, mean_error = _agreement(seqs, ref, _teacher_forced(llm, seqs))
