@@ -124,8 +124,11 @@ class TorchAttention:
 
     def _write(self, k, v, cache: KVCacheLayer, slots: torch.Tensor) -> None:
         kv = cache.kv
-        if self._in_place(cache) and not cache.is_fp8:
-            self.kernels.kv_write(kv, k, v, slots)
+        if self._in_place(cache):
+            if cache.is_fp8:
+                self.kernels.kv_write_fp8(kv, k, v, slots, cache.k_scale, cache.v_scale)
+            else:
+                self.kernels.kv_write(kv, k, v, slots)
             return
         if cache.is_fp8:
             # CPU index ops have no fp8 kernels: move the bytes as uint8.
@@ -176,8 +179,7 @@ class TorchAttention:
 
 
 def _kernels_read(kernels, cache: KVCacheLayer) -> bool:
-    """Whether dyno's C++ decode kernel reads this cache in place (any dtype; the C++ cache
-    write takes no fp8)."""
+    """Whether dyno's C++ kernels read and write this cache in place (any dtype)."""
     return kernels is not None and cache.kv.device.type == "cpu"
 
 

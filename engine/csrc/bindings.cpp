@@ -22,10 +22,13 @@ at::Tensor prefill_attention(const at::Tensor& q, const at::Tensor& kv, const at
                              const at::Tensor& slots, const at::Tensor& context_starts, int64_t window,
                              double scale, double k_scale, double v_scale);
 void kv_write(at::Tensor& kv, const at::Tensor& k, const at::Tensor& v, const at::Tensor& slots);
+void kv_write_fp8(at::Tensor& kv, const at::Tensor& k, const at::Tensor& v, const at::Tensor& slots,
+                  double k_scale, double v_scale);
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("paged_decode", &paged_decode, "paged decode attention (CPU)");
   m.def("kv_write", &kv_write, "write a step's keys and values into their cache slots (CPU)");
+  m.def("kv_write_fp8", &kv_write_fp8, "kv_write into an fp8 cache, values over their scales (CPU)");
   m.def("add_rms_norm", &add_rms_norm, "bf16 RMSNorm with its residual add (CPU)");
   m.def("rotary", &rotary, "bf16 rotary embedding of q and k (CPU)");
   m.def("amx_available", &amx_available, "whether this CPU and kernel let the process use AMX");

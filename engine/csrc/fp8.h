@@ -33,4 +33,37 @@ inline __m512 fp8x16_to_float(const uint8_t* src) {
 }
 #endif
 
+#if defined(__AVX512F__)
+// 16 fp32 values as fp8 codes, rounded and saturated as torch's conversions do (c10's
+// fp8e4m3fn_from_fp32_value, fp8e5m2_from_fp32_value, lane by lane): e4m3 saturates to 448,
+// e5m2 overflows to inf, NaN stays NaN.
+template <Fp8 F>
+inline __m128i float_to_fp8x16(__m512 x) {
+  constexpr bool kE4 = F == Fp8::kE4M3;
+  constexpr int kShift = kE4 ? 20 : 21;  // fp32 mantissa bits dropped
+  constexpr uint32_t kRebias = kE4 ? (static_cast<uint32_t>(7 - 127) << 23) + 0x7FFFF
+                                   : (static_cast<uint32_t>(15 - 127) << 23) + 0xFFFFF;
+  constexpr uint32_t kDenormMask = kE4 ? 141u << 23 : 134u << 23;
+  constexpr uint32_t kSmallestNormal = kE4 ? 121u << 23 : 113u << 23;
+  constexpr uint32_t kFirstTooBig = kE4 ? 1087u << 20 : 143u << 23;
+  auto all = [](uint32_t v) { return _mm512_set1_epi32(static_cast<int>(v)); };
+  const __m512i with_sign = _mm512_castps_si512(x);
+  const __m512i sign = _mm512_and_si512(with_sign, all(0x80000000u));
+  const __m512i bits = _mm512_xor_si512(with_sign, sign);
+  const __m512i odd = _mm512_and_si512(_mm512_srli_epi32(bits, kShift), all(1));
+  __m512i code = _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(bits, all(kRebias)), odd), kShift);
+  code = _mm512_and_si512(code, all(0xFF));
+  if constexpr (kE4) {  // a rounding carry into e4m3's NaN pattern saturates instead
+    code = _mm512_mask_mov_epi32(code, _mm512_cmpeq_epi32_mask(code, all(0x7F)), all(0x7E));
+  }
+  const __m512 shifted = _mm512_add_ps(_mm512_castsi512_ps(bits), _mm512_castsi512_ps(all(kDenormMask)));
+  const __m512i denormal = _mm512_sub_epi32(_mm512_castps_si512(shifted), all(kDenormMask));
+  code = _mm512_mask_mov_epi32(code, _mm512_cmplt_epu32_mask(bits, all(kSmallestNormal)), denormal);
+  code = _mm512_mask_mov_epi32(code, _mm512_cmpge_epu32_mask(bits, all(kFirstTooBig)), all(kE4 ? 0x7E : 0x7C));
+  code = _mm512_mask_mov_epi32(code, _mm512_cmpgt_epu32_mask(bits, all(0x7F800000u)), all(0x7F));
+  code = _mm512_or_si512(_mm512_and_si512(code, all(0xFF)), _mm512_srli_epi32(sign, 24));
+  return _mm512_cvtepi32_epi8(code);
+}
+#endif
+
 }  // namespace dyno_fp8
