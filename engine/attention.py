@@ -57,7 +57,7 @@ class AttentionMetadata:
         spans = [PrefillSpan(s.start, s.end, move(s.kv_slots), move(s.mask)) for s in self.prefills]
         return AttentionMetadata(move(self.slot_mapping), self.num_decodes,
                                  move(self.decode_block_table), move(self.decode_mask), spans,
-                                 move(self.decode_context_lens))  # prompts: the CPU kernel's only
+                                 move(self.decode_context_lens))  # prompts: read on the CPU only
 
 
 @dataclass(slots=True)
