@@ -10,6 +10,8 @@
 // scales each output channel after the sum: x @ (q * s) == (x @ q) * s.
 #include <ATen/ATen.h>
 #include <c10/util/Optional.h>
+
+#if defined(__x86_64__)
 #include <immintrin.h>
 
 #include <algorithm>
@@ -239,3 +241,18 @@ at::Tensor amx_bf16_linear(const at::Tensor& x, const at::Tensor& packed, int64_
   const bf16* wd = packed.data_ptr<bf16>();
   return multiply<Bf16Panel>(x, n, [&](int64_t p) { return Bf16Panel{wd + p * k * kPanel}; }, nullptr, bias);
 }
+#else  // no AMX off x86: the callers see amx_available() false and keep to torch's kernels
+bool amx_available() { return false; }
+
+static at::Tensor no_amx() {
+  TORCH_CHECK(false, "dyno's AMX kernels: not an x86 CPU");
+  return {};
+}
+
+at::Tensor amx_int8_linear(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                           const c10::optional<at::Tensor>&) { return no_amx(); }
+at::Tensor amx_int4_linear(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                           const c10::optional<at::Tensor>&) { return no_amx(); }
+at::Tensor amx_bf16_linear(const at::Tensor&, const at::Tensor&, int64_t,
+                           const c10::optional<at::Tensor>&) { return no_amx(); }
+#endif

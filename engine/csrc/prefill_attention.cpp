@@ -7,6 +7,8 @@
 // scores on the tiles, the masked softmax in fp32 (probabilities rounded to bf16, as SDPA's
 // bf16 kernels do), and the weighted values on the tiles.
 #include <ATen/ATen.h>
+
+#if defined(__AVX512BF16__)  // every CPU with AMX has it
 #include <immintrin.h>
 
 #include <algorithm>
@@ -18,7 +20,6 @@
 #include "amx_tiles.h"
 #include "bf16_vec.h"
 #include "fp8.h"
-
 namespace {
 
 using bf16 = at::BFloat16;
@@ -255,3 +256,10 @@ at::Tensor prefill_attention(const at::Tensor& q, const at::Tensor& kv, const at
   }
   return out;
 }
+#else
+at::Tensor prefill_attention(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                             const at::Tensor&, int64_t, double, double, double) {
+  TORCH_CHECK(false, "prefill_attention: built for a CPU without AVX-512 BF16 (no AMX either)");
+  return {};
+}
+#endif
