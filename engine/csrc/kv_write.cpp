@@ -10,6 +10,7 @@
 #include <cstring>
 #include <type_traits>
 
+#include "bf16_vec.h"
 #include "fp8.h"
 
 namespace {
@@ -48,17 +49,16 @@ void quantize_row(const T* src, uint8_t* dst, int64_t n, float scale) {
   for (const __m512 s = _mm512_set1_ps(scale); d + 16 <= n; d += 16) {
     __m512 y;
     if constexpr (std::is_same_v<T, at::BFloat16>) {
-      const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + d));
-      y = divide(_mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(raw), 16)), s);
-      const __m256i rounded = reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(y));  // bf16 arithmetic
-      y = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(rounded), 16));
+      y = dyno_vec::round(divide(dyno_vec::load(src + d), s));  // rounded as bf16 arithmetic rounds
     } else {
       y = divide(_mm512_loadu_ps(src + d), s);
     }
     _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + d), dyno_fp8::float_to_fp8x16<F>(y));
   }
 #endif
-  for (; d < n; ++d) dst[d] = fp8_code<F>(static_cast<float>(static_cast<T>(divide(static_cast<float>(src[d]), scale))));
+  for (; d < n; ++d) {
+    dst[d] = fp8_code<F>(static_cast<float>(static_cast<T>(divide(static_cast<float>(src[d]), scale))));
+  }
 }
 
 template <typename T, Fp8 F>

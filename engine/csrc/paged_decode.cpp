@@ -382,42 +382,30 @@ void for_each_seq(const at::Tensor& q, int64_t kv_stride, const at::Tensor& ctx_
   });
 }
 
-template <typename T>
+// C: the cache's element type (uint8_t codes for fp8, format F).
+template <typename T, typename C, Fp8 F = Fp8::kE4M3>
 void run(const at::Tensor& q, const at::Tensor& kv, const at::Tensor& table,
          const at::Tensor& ctx_lens, int64_t block_size, int64_t window, double scale,
-         at::Tensor& out) {
+         double k_scale, double v_scale, at::Tensor& out) {
   const int64_t num_heads = q.size(1), head_dim = q.size(2), num_kv_heads = kv.size(2);
   const int64_t kv_stride = num_kv_heads * head_dim, max_blocks = table.size(1);
-  const T* k_pool = kv.data_ptr<T>();
-  const T* v_pool = k_pool + kv.size(1) * kv_stride;
+  const C* k_pool = static_cast<const C*>(kv.data_ptr());
+  const C* v_pool = k_pool + kv.size(1) * kv_stride;
   const T* q_ptr = q.data_ptr<T>();
   T* out_ptr = out.data_ptr<T>();
   const int64_t* table_ptr = table.data_ptr<int64_t>();
-  for_each_seq(q, kv_stride, ctx_lens, window, [&](int64_t s, int64_t first, int64_t len, Scratch& w) {
-    const int64_t off = s * num_heads * head_dim;
-    decode_seq<T>(q_ptr + off, k_pool, v_pool, table_ptr + s * max_blocks, first, len, block_size,
-                  num_heads, num_kv_heads, head_dim, static_cast<float>(scale), out_ptr + off,
-                  w.scores, w.qf, w.row, w.acc);
-  });
-}
-
-template <typename T, Fp8 F>
-void run_fp8(const at::Tensor& q, const at::Tensor& kv, const at::Tensor& table,
-             const at::Tensor& ctx_lens, int64_t block_size, int64_t window, double scale,
-             double k_scale, double v_scale, at::Tensor& out) {
-  const int64_t num_heads = q.size(1), head_dim = q.size(2), num_kv_heads = kv.size(2);
-  const int64_t kv_stride = num_kv_heads * head_dim, max_blocks = table.size(1);
-  const uint8_t* k_pool = static_cast<const uint8_t*>(kv.data_ptr());
-  const uint8_t* v_pool = k_pool + kv.size(1) * kv_stride;
-  const T* q_ptr = q.data_ptr<T>();
-  T* out_ptr = out.data_ptr<T>();
-  const int64_t* table_ptr = table.data_ptr<int64_t>();
-  for_each_seq(q, kv_stride, ctx_lens, window, [&](int64_t s, int64_t first, int64_t len, Scratch& w) {
-    const int64_t off = s * num_heads * head_dim;
-    decode_seq_fp8<T, F>(q_ptr + off, k_pool, v_pool, table_ptr + s * max_blocks, first, len,
-                         block_size, num_heads, num_kv_heads, head_dim, static_cast<float>(scale),
-                         static_cast<float>(k_scale), static_cast<float>(v_scale), out_ptr + off,
-                         w.scores, w.qf, w.row, w.acc);
+  const float s = static_cast<float>(scale);
+  for_each_seq(q, kv_stride, ctx_lens, window, [&](int64_t seq, int64_t first, int64_t len, Scratch& w) {
+    const int64_t off = seq * num_heads * head_dim;
+    const int64_t* row = table_ptr + seq * max_blocks;
+    if constexpr (std::is_same_v<C, uint8_t>) {
+      decode_seq_fp8<T, F>(q_ptr + off, k_pool, v_pool, row, first, len, block_size, num_heads,
+                           num_kv_heads, head_dim, s, static_cast<float>(k_scale),
+                           static_cast<float>(v_scale), out_ptr + off, w.scores, w.qf, w.row, w.acc);
+    } else {
+      decode_seq<T>(q_ptr + off, k_pool, v_pool, row, first, len, block_size, num_heads, num_kv_heads,
+                    head_dim, s, out_ptr + off, w.scores, w.qf, w.row, w.acc);
+    }
   });
 }
 
@@ -426,12 +414,12 @@ void run_any_cache(const at::Tensor& q, const at::Tensor& kv, const at::Tensor& 
                    const at::Tensor& ctx_lens, int64_t block_size, int64_t window, double scale,
                    double k_scale, double v_scale, at::Tensor& out) {
   if (kv.scalar_type() == at::kFloat8_e4m3fn) {
-    run_fp8<T, Fp8::kE4M3>(q, kv, table, ctx_lens, block_size, window, scale, k_scale, v_scale, out);
+    run<T, uint8_t, Fp8::kE4M3>(q, kv, table, ctx_lens, block_size, window, scale, k_scale, v_scale, out);
   } else if (kv.scalar_type() == at::kFloat8_e5m2) {
-    run_fp8<T, Fp8::kE5M2>(q, kv, table, ctx_lens, block_size, window, scale, k_scale, v_scale, out);
+    run<T, uint8_t, Fp8::kE5M2>(q, kv, table, ctx_lens, block_size, window, scale, k_scale, v_scale, out);
   } else {
     TORCH_CHECK(q.scalar_type() == kv.scalar_type(), "paged_decode: q and kv dtypes differ");
-    run<T>(q, kv, table, ctx_lens, block_size, window, scale, out);
+    run<T, T>(q, kv, table, ctx_lens, block_size, window, scale, k_scale, v_scale, out);
   }
 }
 
