@@ -20,6 +20,7 @@
 #include "amx_tiles.h"
 #include "bf16_vec.h"
 #include "fp8.h"
+
 namespace {
 
 using bf16 = at::BFloat16;

@@ -29,6 +29,21 @@ def _case(rows: int, k: int = 96, n: int = 64):
     return x, q, scale, bias, want
 
 
+class _Counting:
+    """dyno's kernels, counting the AMX calls."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def amx_int4_linear(self, *args):
+        self.calls += 1
+        return KERNELS.amx_int4_linear(*args)
+
+    def amx_bf16_linear(self, *args):
+        self.calls += 1
+        return KERNELS.amx_bf16_linear(*args)
+
+
 @pytest.mark.parametrize("rows", [1, 15, 16, 17, 32, 33, 100])
 def test_rows_are_the_fp32_sum_rounded_to_bf16(rows):
     x, q, scale, bias, want = _case(rows)
@@ -87,21 +102,6 @@ def test_shapes_the_tiles_cannot_take_are_refused():
     q, scale = quantize_int8(torch.randn(64, 40))
     with pytest.raises(RuntimeError, match="multiples of 32"):
         KERNELS.amx_int8_linear(torch.randn(2, 40, dtype=torch.bfloat16), q, scale, None)
-
-
-class _Counting:
-    """dyno's kernels, counting the AMX calls."""
-
-    def __init__(self) -> None:
-        self.calls = 0
-
-    def amx_int4_linear(self, *args):
-        self.calls += 1
-        return KERNELS.amx_int4_linear(*args)
-
-    def amx_bf16_linear(self, *args):
-        self.calls += 1
-        return KERNELS.amx_bf16_linear(*args)
 
 
 @pytest.mark.parametrize("rows, on_amx", [(INT4_AMX_FROM_ROWS - 1, False), (INT4_AMX_FROM_ROWS, True),
