@@ -146,11 +146,23 @@ class AsyncLLM:
             self._deliver_one(req.request_id, e)
 
     def _deliver(self, outputs: list[RequestOutput]) -> None:
+        """One wake-up per event loop for the whole step: each call_soon_threadsafe writes to
+        the loop's self-pipe, a syscall per stream per token otherwise."""
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Queue, RequestOutput]]] = {}
         for out in outputs:
-            self._deliver_one(out.request_id, out)
+            target = self._streams.get(out.request_id)
+            if target is not None:
+                by_loop.setdefault(target[0], []).append((target[1], out))
+        for loop, items in by_loop.items():
+            loop.call_soon_threadsafe(_put_all, items)
 
     def _deliver_one(self, request_id: str, item) -> None:
         target = self._streams.get(request_id)
         if target is not None:
             loop, stream = target
             loop.call_soon_threadsafe(stream.put_nowait, item)
+
+
+def _put_all(items: list[tuple[asyncio.Queue, object]]) -> None:
+    for stream, item in items:
+        stream.put_nowait(item)
