@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
+from engine import cpu_kernels
 from engine.attention import (AttentionMetadata, KVCacheLayer, PrefillSpan, PromptBatch,
                               reads_past_context)
 from engine.sampler import Sampler, SamplingBatch, top_logprobs
@@ -49,7 +50,7 @@ class ModelRunner:
         self.block_size = block_size
         self.eos_token_id = eos_token_id
         self.sliding_window = model.args.sliding_window
-        self.sampler = Sampler(seed)
+        self.sampler = Sampler(seed, cpu_kernels.load() if self.device.type == "cpu" else None)
         self.requests: dict[str, RequestState] = {}
         # Outlive preemption: a resumed request keeps its random stream, and does not send
         # prompt logprobs for positions it already sent.
@@ -177,7 +178,7 @@ class ModelRunner:
     # -- sampling -----------------------------------------------------------------------------
 
     def _sample(self, hidden: torch.Tensor, batch: _Batch, out: ModelRunnerOutput) -> None:
-        logits = self.model.compute_logits(hidden[batch.sample_rows]).float().cpu()  # [rows, vocab]
+        logits = self.model.compute_logits(hidden[batch.sample_rows]).cpu()  # [rows, vocab]
         tokens, logprobs = self.sampler(logits, self._sampling_batch(batch.samplers))
         for state, token, lps in zip(batch.samplers, tokens.tolist(), logprobs):
             state.token_ids.append(token)

@@ -56,13 +56,22 @@ def top_logprobs(logprobs: torch.Tensor, chosen: torch.Tensor, num: list[int | N
 
 
 class Sampler:
-    def __init__(self, seed: int) -> None:
+    def __init__(self, seed: int, kernels=None) -> None:
+        """kernels: dyno's CPU kernels, whose argmax_rows takes plain greedy rows of bf16 logits."""
         self.generator = torch.Generator().manual_seed(seed)
+        self.kernels = kernels
 
     def __call__(self, logits: torch.Tensor, batch: SamplingBatch
                  ) -> tuple[torch.Tensor, list[TokenLogprobs | None]]:
-        """logits: [rows, vocab] fp32 -> (token ids [rows], logprobs per row or None)."""
-        raw_logprobs = logits.log_softmax(-1) if any(n is not None for n in batch.num_logprobs) else None
+        """logits: [rows, vocab] on the CPU, fp32 or the model's dtype -> (token ids [rows],
+        logprobs per row or None). Whatever the dtype, the work is done in fp32."""
+        wants_logprobs = any(n is not None for n in batch.num_logprobs)
+        if (self.kernels is not None and logits.dtype == torch.bfloat16 and not wants_logprobs
+                and not _adjusts(batch) and batch.all_greedy):
+            # the argmax of the bf16 values is the argmax of their exact fp32 copies
+            return self.kernels.argmax_rows(logits), [None] * len(batch.num_logprobs)
+        logits = logits.float()
+        raw_logprobs = logits.log_softmax(-1) if wants_logprobs else None
         logits = self._adjust(logits, batch)
         if batch.all_greedy:
             # max's indices: argmax's tokens (the first of ties) in 40% of its time on the CPU
@@ -74,9 +83,7 @@ class Sampler:
         return tokens, lps
 
     def _adjust(self, logits: torch.Tensor, b: SamplingBatch) -> torch.Tensor:
-        needs_copy = any(b.logit_bias) or any(b.banned_token_ids) or b.repetition_penalty is not None \
-            or b.presence_penalty is not None or b.frequency_penalty is not None
-        if not needs_copy:
+        if not _adjusts(b):
             return logits
         logits = logits.clone()
         for i, bias in enumerate(b.logit_bias):
@@ -103,6 +110,12 @@ class Sampler:
                 noise[i].exponential_(generator=gen)
         drawn = (probs / noise).max(dim=-1).indices
         return torch.where(greedy, logits.max(dim=-1).indices, drawn)
+
+
+def _adjusts(b: SamplingBatch) -> bool:
+    """Whether bias, bans or penalties change some row's logits before the draw."""
+    return any(b.logit_bias) or any(b.banned_token_ids) or b.repetition_penalty is not None \
+        or b.presence_penalty is not None or b.frequency_penalty is not None
 
 
 def _apply_penalties(logits: torch.Tensor, b: SamplingBatch) -> torch.Tensor:

@@ -21,6 +21,7 @@ at::Tensor amx_bf16_linear(const at::Tensor& x, const at::Tensor& packed, int64_
 at::Tensor prefill_attention(const at::Tensor& q, const at::Tensor& kv, const at::Tensor& query_starts,
                              const at::Tensor& slots, const at::Tensor& context_starts, int64_t window,
                              double scale, double k_scale, double v_scale);
+at::Tensor argmax_rows(const at::Tensor& logits);
 void kv_write(at::Tensor& kv, const at::Tensor& k, const at::Tensor& v, const at::Tensor& slots);
 void kv_write_fp8(at::Tensor& kv, const at::Tensor& k, const at::Tensor& v, const at::Tensor& slots,
                   double k_scale, double v_scale);
@@ -37,4 +38,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("amx_bf16_linear", &amx_bf16_linear, "bf16 linear on AMX, weights in tile order (CPU)");
   m.def("prefill_attention", &prefill_attention, "causal prompt attention on AMX, bf16 or fp8 cache, head_dim 64 (CPU)");
   m.def("silu_and_mul", &silu_and_mul, "bf16 SiLU(gate) * up (CPU)");
+  m.def("argmax_rows", &argmax_rows, "greedy tokens: each bf16 row's first largest logit (CPU)");
 }
