@@ -78,7 +78,11 @@ class _WeightOnlyLinear(nn.Module):
         dense = nn.Linear(linear.in_features, linear.out_features, bias=linear.bias is not None)
         dense.weight = nn.Parameter(dequantized.to(torch.bfloat16), requires_grad=False)
         dense.bias = linear.bias
-        packable = can_pack(torch.bfloat16, dense.weight.device)
+        # The dense copy takes the batches the quantized kernels leave. With AMX those are
+        # prompts of UP_TO_ROWS rows and more, where torch's plain matmul beats oneDNN's packed
+        # weight (2048 rows, all linears of the default model: 178 vs 195 ms); without, small
+        # batches too, where packing wins.
+        packable = self._amx is None and can_pack(torch.bfloat16, dense.weight.device)
         self.dense = PackedLinear(dense, keep_weight=False) if packable else dense
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
