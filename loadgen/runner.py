@@ -77,9 +77,9 @@ class PointRun:
     on_event: EventCallback | None = None
     stopped_early: bool = False
     # Set once the workers are told to end (run_point returned, Ctrl-C): none may start another
-    # request after it. httpx/anyio can swallow a CancelledError and uncancel the task, so a
-    # worker cannot rely on seeing its own cancellation (seen in CI: after Ctrl-C the run went
-    # on sending and `dyno bench` never exited).
+    # request after it. An HTTP client can swallow a CancelledError and uncancel the task
+    # (httpx/anyio did), so a worker cannot rely on seeing its own cancellation (seen in CI:
+    # after Ctrl-C the run went on sending and `dyno bench` never exited).
     halted: bool = False
     _load: asyncio.Task | None = None
 
