@@ -11,9 +11,10 @@ them. All linears of the default model, ms (engine/csrc/amx_linear.cpp's kernels
     torch int4   3.5    5.9   11.5   39.7  150.5
 
 So a layer takes torch's int4 kernel below INT4_AMX_FROM_ROWS rows, the AMX kernels below
-amx_layout.UP_TO_ROWS, and from there (prefills) its dequantized weight in bf16, kept packed for
-oneDNN: the same weights at bf16's speed, at the cost of holding both copies. On a CPU without
-AMX, batches of DENSE_FROM_ROWS rows or more take the bf16 copy and smaller ones torch's kernels.
+amx_layout.UP_TO_ROWS, and from there (prefills) its dequantized weight in bf16 through torch's
+plain matmul: the same weights at bf16's speed, at the cost of holding both copies. On a CPU
+without AMX, batches of DENSE_FROM_ROWS rows or more take the bf16 copy (packed for oneDNN) and
+smaller ones torch's kernels.
 
 int8: one symmetric scale per output channel. int4: asymmetric, one scale and zero point per
 group of 32 input channels, the layout torch's int4 CPU kernel takes. Activations stay in the
