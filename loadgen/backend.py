@@ -9,12 +9,11 @@ it measures: on 2 cores, every 1% of the machine a bystander takes slowed dyno's
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from dataclasses import dataclass, field
 from typing import Any, Callable
-
-import asyncio
 
 import aiohttp
 

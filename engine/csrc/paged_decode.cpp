@@ -3,9 +3,10 @@
 //
 // Each sequence is one task: it scores its context for every head, then takes the softmax and
 // the weighted sum of values. Positions outside [ctx_len - window, ctx_len) are never read.
-// bf16 on AVX-512 takes faster paths for both halves (see dot_bf16 and weigh_values_64). An
-// fp8 cache (e4m3 or e5m2, one scale each for keys and values) is read as is, each row
-// converted to fp32 on the way: half the bytes of bf16 a position. With head_dim 64 both score
+// bf16 on AVX-512 takes faster paths for both halves (see score_tile_bf16, dot_bf16 for other
+// head sizes, and weigh_values_64). An fp8 cache (e4m3 or e5m2, one scale each for keys and
+// values) is read as is, each row converted to fp32 on the way: half the bytes of bf16 a
+// position. With head_dim 64 both score
 // 16 positions at a time (score_tile, score_tile_bf16). At 32 sequences of 160 positions, 30
 // layers: bf16 7.4-8.2 ms (7.9-9.7 with one reduction per score), fp8 5.4-6.1 ms (5.9-7.3
 // before fp8.h's shorter e4m3 conversion); the bf16 cache's 118 MB there is about all the
