@@ -1,8 +1,10 @@
-"""Weights in the order dyno's AMX linear kernels (engine/csrc/amx_linear.cpp) read them.
+"""Weights in the order dyno's CPU linear kernels read them: the AMX ones (engine/csrc/
+amx_linear.cpp) and, for a few rows, the VNNI ones (engine/csrc/gemv.cpp).
 
-The kernels take 32 output channels (a panel) at a time and 32 input channels (one tile row of
-bf16 pairs, and one int4 quantization group) per step: a panel's tiles lie contiguous, so a
-thread streams its panels front to back.
+The AMX kernels take 32 output channels (a panel) at a time and 32 input channels (one tile row
+of bf16 pairs, and one int4 quantization group) per step: a panel's tiles lie contiguous, so a
+thread streams its panels front to back. int8_gemv reads int8 weights in the same order; int4
+ones have an order of their own (pack_int4_gemv).
 """
 
 from __future__ import annotations
@@ -36,10 +38,25 @@ def pack_int4(codes: torch.Tensor, scales_and_zeros: torch.Tensor) -> tuple[torc
     return packed.contiguous(), params.to(torch.bfloat16).contiguous()
 
 
+def pack_int4_gemv(codes: torch.Tensor, scales_and_zeros: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Codes 0..15 [N, K] and scales_and_zeros [K/32, N, 2] in int4_gemv's order: (uint8
+    [N/16][K/32][4][64], bf16 [N/16][K/32][2][16]). Per 16 channels and group, row i's byte
+    4c + j holds input 4i + j of channel c (low nibble) and input 16 + 4i + j (high); then the
+    16 scales and the 16 zero points."""
+    n, k = codes.shape
+    # [block, channel, group, half, row, j] -> [block, group, row, channel, j, half]
+    c = codes.to(torch.uint8).reshape(n // 16, 16, k // TILE, 2, 4, 4).permute(0, 2, 4, 1, 5, 3)
+    packed = c[..., 0] | (c[..., 1] << 4)
+    params = scales_and_zeros.reshape(k // TILE, n // 16, 16, 2).permute(1, 0, 3, 2)
+    return packed.contiguous(), params.to(torch.bfloat16).contiguous()
+
+
 def kernels_for(weight: torch.Tensor):
-    """dyno's CPU kernels when they can run a layer of this weight on AMX here, else None."""
+    """dyno's CPU kernels when they can run a layer of this weight on AMX here (and its few-row
+    batches with VNNI, which every AMX CPU has), else None."""
     n, k = weight.shape
     if weight.device.type != "cpu" or n % TILE or k % TILE:
         return None
     kernels = cpu_kernels.load()
-    return kernels if kernels is not None and kernels.amx_available() else None
+    usable = kernels is not None and kernels.amx_available() and kernels.gemv_available()
+    return kernels if usable else None

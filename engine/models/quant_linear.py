@@ -10,15 +10,19 @@ them. All linears of the default model, ms (engine/csrc/amx_linear.cpp's kernels
     AMX int4     6.0    6.2    6.3    6.5   15.1   26.6   51.1
     torch int4   3.5    5.9   11.5   39.7  150.5
 
-So a layer takes torch's int4 kernel below INT4_AMX_FROM_ROWS rows, the AMX kernels below
+With AMX, a layer takes engine/csrc/gemv.cpp's kernels up to GEMV_UP_TO_ROWS rows (one to a
+few sequences decoding: they read the weights at memory speed, all int4 linears of the default
+model from a cold cache in 3.7 ms against torch's 5.3-5.5, the int8 lm_head in 1.5 against
+AMX's 2.5; they quantize those rows to 15-16 bits and sum in integers), the AMX kernels below
 amx_layout.UP_TO_ROWS, and from there (prefills) its dequantized weight in bf16 through torch's
 plain matmul: the same weights at bf16's speed, at the cost of holding both copies. On a CPU
 without AMX, batches of DENSE_FROM_ROWS rows or more take the bf16 copy (packed for oneDNN) and
 smaller ones torch's kernels.
 
 int8: one symmetric scale per output channel. int4: asymmetric, one scale and zero point per
-group of 32 input channels, the layout torch's int4 CPU kernel takes. Activations stay in the
-model dtype; both kernels compute in bf16, so a quantized model runs in bf16.
+group of 32 input channels, as torch's int4 CPU kernel takes them. Activations stay in the
+model dtype; apart from the few-row kernels' rows, both compute in bf16, so a quantized model
+runs in bf16.
 """
 
 from __future__ import annotations
@@ -33,7 +37,8 @@ METHODS = ("int8", "int4")
 INT4_GROUP = 32
 # without AMX, int4 decode steps in the engine: ahead at 6 rows (22.0 vs 22.7 ms), behind at 8
 DENSE_FROM_ROWS = 8
-INT4_AMX_FROM_ROWS = 5
+# with AMX: int4 at 4 rows 5.2 ms (AMX: 6-7), the int8 head 2.2 (AMX: 2.5); the kernels take 1-4
+GEMV_UP_TO_ROWS = 4
 _INNER_K_TILES = 2  # the int4 packing's K tiling; 2 is what the CPU kernel is tuned for
 
 
@@ -68,9 +73,7 @@ def dequantize_int4(codes: torch.Tensor, scales_and_zeros: torch.Tensor,
 
 
 class _WeightOnlyLinear(nn.Module):
-    """Shared by both methods: the kernels take 2-D activations; the bias is added after."""
-
-    amx_from_rows = 1
+    """Shared by both methods: the kernels take 2-D activations; torch's get the bias added after."""
 
     def __init__(self, linear: nn.Linear, dequantized: torch.Tensor) -> None:
         super().__init__()
@@ -90,14 +93,21 @@ class _WeightOnlyLinear(nn.Module):
         if x.dim() != 2:  # the engine passes [tokens, features]; others may not
             return self.forward(x.reshape(-1, x.shape[-1])).reshape(*x.shape[:-1], -1)
         rows = x.shape[0]
-        if self._amx is not None and self.amx_from_rows <= rows < amx_layout.UP_TO_ROWS:
+        if self._amx is None:
+            if rows >= DENSE_FROM_ROWS:
+                return self.dense(x)
+            out = self._matmul(x)
+            return out if self.bias is None else out + self.bias
+        if rows <= GEMV_UP_TO_ROWS:
+            return self._gemv(x)
+        if rows < amx_layout.UP_TO_ROWS:
             return self._amx_matmul(x)
-        if rows >= (amx_layout.UP_TO_ROWS if self._amx is not None else DENSE_FROM_ROWS):
-            return self.dense(x)
-        out = self._matmul(x)
-        return out if self.bias is None else out + self.bias
+        return self.dense(x)
 
     def _matmul(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _gemv(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
     def _amx_matmul(self, x: torch.Tensor) -> torch.Tensor:
@@ -116,6 +126,9 @@ class Int8Linear(_WeightOnlyLinear):
             self.register_buffer("qweight", q)
             self.register_buffer("scale", scale)
 
+    def _gemv(self, x: torch.Tensor) -> torch.Tensor:
+        return self._amx.int8_gemv(x, self.qweight, self.scale, self.bias)
+
     def _amx_matmul(self, x: torch.Tensor) -> torch.Tensor:
         return self._amx.amx_int8_linear(x, self.qweight, self.scale, self.bias)
 
@@ -124,19 +137,22 @@ class Int8Linear(_WeightOnlyLinear):
 
 
 class Int4Linear(_WeightOnlyLinear):
-    amx_from_rows = INT4_AMX_FROM_ROWS
-
     def __init__(self, linear: nn.Linear) -> None:
         codes, scales_and_zeros = quantize_int4(linear.weight.detach())
         scales_and_zeros = scales_and_zeros.to(torch.bfloat16)
         super().__init__(linear, dequantize_int4(codes, scales_and_zeros.float()))
-        self.register_buffer("packed", torch.ops.aten._convert_weight_to_int4pack_for_cpu(
-            codes, _INNER_K_TILES))
-        self.register_buffer("scales_and_zeros", scales_and_zeros)
-        if self._amx is not None:
-            amx_codes, amx_params = amx_layout.pack_int4(codes, scales_and_zeros)
-            self.register_buffer("amx_codes", amx_codes)
-            self.register_buffer("amx_params", amx_params)
+        if self._amx is None:
+            self.register_buffer("packed", torch.ops.aten._convert_weight_to_int4pack_for_cpu(
+                codes, _INNER_K_TILES))
+            self.register_buffer("scales_and_zeros", scales_and_zeros)
+        else:  # then torch's int4 kernel is never called
+            for name, t in zip(("gemv_codes", "gemv_params", "amx_codes", "amx_params"),
+                               amx_layout.pack_int4_gemv(codes, scales_and_zeros)
+                               + amx_layout.pack_int4(codes, scales_and_zeros)):
+                self.register_buffer(name, t)
+
+    def _gemv(self, x: torch.Tensor) -> torch.Tensor:
+        return self._amx.int4_gemv(x, self.gemv_codes, self.gemv_params, self.bias)
 
     def _amx_matmul(self, x: torch.Tensor) -> torch.Tensor:
         return self._amx.amx_int4_linear(x, self.amx_codes, self.amx_params, self.bias)

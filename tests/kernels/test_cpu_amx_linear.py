@@ -12,7 +12,7 @@ from torch import nn
 from engine import cpu_kernels
 from engine.models.amx_layout import UP_TO_ROWS, pack_int4, tile_order
 from engine.models.packed_linear import PackedLinear
-from engine.models.quant_linear import (INT4_AMX_FROM_ROWS, Int4Linear, Int8Linear,
+from engine.models.quant_linear import (GEMV_UP_TO_ROWS, Int4Linear, Int8Linear,
                                         dequantize_int4, quantize_int4, quantize_int8)
 
 KERNELS = cpu_kernels.load()
@@ -42,6 +42,9 @@ class _Counting:
     def amx_bf16_linear(self, *args):
         self.calls += 1
         return KERNELS.amx_bf16_linear(*args)
+
+    def int4_gemv(self, *args):  # few rows: not AMX
+        return KERNELS.int4_gemv(*args)
 
 
 @pytest.mark.parametrize("rows", [1, 15, 16, 17, 32, 33, 100])
@@ -104,7 +107,7 @@ def test_shapes_the_tiles_cannot_take_are_refused():
         KERNELS.amx_int8_linear(torch.randn(2, 40, dtype=torch.bfloat16), q, scale, None)
 
 
-@pytest.mark.parametrize("rows, on_amx", [(INT4_AMX_FROM_ROWS - 1, False), (INT4_AMX_FROM_ROWS, True),
+@pytest.mark.parametrize("rows, on_amx", [(GEMV_UP_TO_ROWS, False), (GEMV_UP_TO_ROWS + 1, True),
                                           (UP_TO_ROWS - 1, True), (UP_TO_ROWS, False)])
 def test_int4_layers_run_batches_from_a_few_rows_on_amx(rows, on_amx):
     torch.manual_seed(0)
