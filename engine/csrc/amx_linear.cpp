@@ -1,13 +1,14 @@
-// Linear layers on AMX for batches of up to a few hundred rows: bf16 activations times bf16,
-// int8 or int4 weights, fp32 sums.
+// Linear layers on AMX for batches of up to a few hundred rows: bf16 activations times bf16 or
+// int4 weights, fp32 sums; and int8 weights times activations quantized to two bytes.
 //
 // A decode step at a few dozen sequences is bound by reading the weights. bf16 weights are
-// read straight from memory in tile order (oneDNN's packed matmul reached 13 GB/s here).
-// Quantized ones take fewer bytes: torch's int8/int4 kernels do not use AMX and fall far
-// behind bf16 from a few rows on, so here each 32-channel panel is turned into bf16 once
-// (int8 values are exact in bf16; int4 codes take their group's scale and zero point) in a
-// buffer that stays in cache, and every row block is multiplied by it on the tiles; int8
-// scales each output channel after the sum: x @ (q * s) == (x @ q) * s.
+// read straight from memory in tile order (oneDNN's packed matmul reached 13 GB/s here). int4
+// ones take fewer bytes: torch's int4 kernel does not use AMX and falls far behind bf16 from a
+// few rows on, so here each 32-channel panel is turned into bf16 once (codes take their group's
+// scale and zero point) in a buffer that stays in cache, and every row block is multiplied by it
+// on the tiles. int8 weights need no conversion: the rows are quantized instead (row_quant.h)
+// and AMX-INT8 multiplies their high and low bytes by the weights as they lie; one scale per
+// output channel is applied after the sum, x @ (q * s) == (x @ q) * s.
 #include <ATen/ATen.h>
 #include <c10/util/Optional.h>
 
@@ -19,6 +20,7 @@
 #include <vector>
 
 #include "amx_tiles.h"
+#include "row_quant.h"
 
 namespace {
 
@@ -29,17 +31,6 @@ constexpr int64_t kKBlock = 32;  // input channels per tile row (16 bf16 pairs)
 constexpr int64_t kRows = dyno_amx::kRows;
 // Input blocks (1 KiB of int8 each) fetched ahead of the conversion: 4 beat 2 and 8 here.
 constexpr int64_t kPrefetchBlocks = 4;
-
-__attribute__((target("avx512f,avx512bw,avx512bf16")))
-void int8_to_bf16(const int8_t* src, bf16* dst, int64_t count) {
-  for (int64_t i = 0; i < count; i += 32) {
-    const __m512 lo = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(
-        _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i))));
-    const __m512 hi = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(
-        _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i + 16))));
-    _mm512_storeu_si512(dst + i, reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(hi, lo)));
-  }
-}
 
 constexpr int64_t kBlock = 2 * kRows * kPanel;  // one input block of a panel, both halves
 
@@ -57,17 +48,6 @@ struct Bf16Panel {
     return src + kb * kBlock;
   }
   const bf16* kept(int64_t kb, bf16*) const { return src + kb * kBlock; }
-};
-
-struct Int8Panel {
-  const int8_t* src;
-  __attribute__((target("avx512f,avx512bw,avx512bf16")))
-  const bf16* load(int64_t kb, bf16* slot) const {
-    prefetch(src + (kb + kPrefetchBlocks) * kBlock, kBlock);
-    int8_to_bf16(src + kb * kBlock, slot, kBlock);
-    return slot;
-  }
-  const bf16* kept(int64_t, bf16* slot) const { return slot; }
 };
 
 __attribute__((target("avx512f,avx512bw")))
@@ -138,11 +118,10 @@ void row_block(const bf16* x, int64_t k, const Panel& source, bool first, bf16* 
   }
 }
 
-void store_rows(const float* c, int64_t rows, const float* scale, const bf16* bias, bf16* out,
-                int64_t n) {
+void store_rows(const float* c, int64_t rows, const bf16* bias, bf16* out, int64_t n) {
   for (int64_t m = 0; m < rows; ++m) {
     for (int64_t j = 0; j < kPanel; ++j) {
-      float v = scale != nullptr ? c[m * kPanel + j] * scale[j] : c[m * kPanel + j];
+      float v = c[m * kPanel + j];
       if (bias != nullptr) v += static_cast<float>(bias[j]);
       out[m * n + j] = static_cast<bf16>(v);
     }
@@ -152,8 +131,7 @@ void store_rows(const float* c, int64_t rows, const float* scale, const bf16* bi
 // Rows padded to whole tiles; each thread takes whole panels of 32 output channels, converts
 // each panel once (on its first row block) and keeps it in cache for the rest.
 template <typename Panel, typename PanelAt>
-at::Tensor multiply(const at::Tensor& x, int64_t n, PanelAt panel_at, const float* scale,
-                    const c10::optional<at::Tensor>& bias) {
+at::Tensor multiply(const at::Tensor& x, int64_t n, PanelAt panel_at, const c10::optional<at::Tensor>& bias) {
   const int64_t m = x.size(0), k = x.size(1);
   const int64_t m_pad = (m + kRows - 1) / kRows * kRows;
   at::Tensor xp = x.contiguous();
@@ -182,8 +160,72 @@ at::Tensor multiply(const at::Tensor& x, int64_t n, PanelAt panel_at, const floa
         } else {
           row_block<false>(xd + r * k, k, source, r == 0, panel.data(), c);
         }
-        store_rows(c, std::min(rows, m - r), scale ? scale + col : nullptr, bd ? bd + col : nullptr,
-                   od + r * n + col, n);
+        store_rows(c, std::min(rows, m - r), bd ? bd + col : nullptr, od + r * n + col, n);
+      }
+    }
+    dyno_amx::release();
+  }
+  return out;
+}
+
+// int8: 16 quantized rows times one 32-channel panel (amx_layout.pack_int8's order: per 64
+// inputs, each half's 16 rows of 16 channels x 4 inputs). C tiles 0, 1: the high bytes' sums
+// with channels [0,16), [16,32); 2, 3: the low bytes'. c: [2][16 rows][32] int32.
+__attribute__((target("amx-tile,amx-int8")))
+void int8_row_block(const int8_t* high, const int8_t* low, int64_t stride, const int8_t* panel,
+                    int64_t k_pad, int32_t* c) {
+  _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
+  for (int64_t kb = 0; kb < k_pad / 64; ++kb) {
+    const int8_t* w = panel + kb * 2 * 1024;
+    prefetch(w + 4 * 2 * 1024, 2 * 1024);
+    _tile_loadd(4, high + kb * 64, stride);
+    _tile_loadd(5, low + kb * 64, stride);
+    _tile_loadd(6, w, 64);
+    _tile_loadd(7, w + 1024, 64);
+    _tile_dpbssd(0, 4, 6); _tile_dpbssd(1, 4, 7);
+    _tile_dpbssd(2, 5, 6); _tile_dpbssd(3, 5, 7);
+  }
+  _tile_stored(0, c, kPanel * 4); _tile_stored(1, c + 16, kPanel * 4);
+  _tile_stored(2, c + kRows * kPanel, kPanel * 4); _tile_stored(3, c + kRows * kPanel + 16, kPanel * 4);
+}
+
+// Rows of c as out = (128 * high + low) * row scale * channel scale + bias.
+__attribute__((target("avx512f,avx512bw,avx512bf16")))
+void store_int8_rows(const int32_t* c, int64_t rows, const float* row_scale, const float* scale,
+                     const bf16* bias, bf16* out, int64_t n) {
+  for (int64_t m = 0; m < rows; ++m) {
+    for (int64_t j = 0; j < kPanel; j += 16) {
+      const __m512 high = _mm512_cvtepi32_ps(_mm512_loadu_si512(c + m * kPanel + j));
+      const __m512 low = _mm512_cvtepi32_ps(_mm512_loadu_si512(c + (kRows + m) * kPanel + j));
+      __m512 v = _mm512_fmadd_ps(high, _mm512_set1_ps(128.f), low);
+      v = _mm512_mul_ps(_mm512_mul_ps(v, _mm512_set1_ps(row_scale[m])), _mm512_loadu_ps(scale + j));
+      if (bias != nullptr) v = _mm512_add_ps(v, bf16x16_to_float(bias + j));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + m * n + j),
+                          reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(v)));
+    }
+  }
+}
+
+at::Tensor multiply_int8(const at::Tensor& x, int64_t n, const int8_t* packed, const float* scale,
+                         const c10::optional<at::Tensor>& bias) {
+  const int64_t m = x.size(0), k_pad = (x.size(1) + 63) / 64 * 64;
+  const int64_t m_pad = (m + kRows - 1) / kRows * kRows;
+  const dyno_rows::Rows rows = dyno_rows::quantize(x.stride(1) == 1 ? x : x.contiguous(), m_pad, k_pad);
+  at::Tensor out = at::empty({m, n}, x.options());
+  at::Tensor bias_c = bias.has_value() ? bias->to(at::kBFloat16).contiguous() : at::Tensor();
+  const bf16* bd = bias_c.defined() ? bias_c.data_ptr<bf16>() : nullptr;
+  bf16* od = out.data_ptr<bf16>();
+#pragma omp parallel
+  {
+    dyno_amx::configure();
+    alignas(64) int32_t c[2 * kRows * kPanel];
+#pragma omp for schedule(static)
+    for (int64_t p = 0; p < n / kPanel; ++p) {
+      for (int64_t r = 0; r < m_pad; r += kRows) {
+        int8_row_block(rows.high.data() + r * k_pad, rows.low.data() + r * k_pad, k_pad,
+                       packed + p * kPanel * k_pad, k_pad, c);
+        store_int8_rows(c, std::min(kRows, m - r), rows.scale.data() + r, scale + p * kPanel,
+                        bd ? bd + p * kPanel : nullptr, od + r * n + p * kPanel, n);
       }
     }
     dyno_amx::release();
@@ -201,21 +243,19 @@ void check_input(const at::Tensor& x, int64_t n, const char* name) {
 
 bool amx_available() { return dyno_amx::permitted(); }
 
-// out[M, N] = x[M, K] @ (packed * scale)^T + bias. packed: int8 from pack_int8_for_amx's layout
-// ([N/32][K/32][2][16][16][2]: panel, input block, half, input pair, channel, pair member).
+// out[M, N] = x[M, K] @ (packed * scale)^T + bias; packed: int8 in amx_layout.pack_int8's order
+// ([N/32][K/64][2][16][16][4], K padded to a multiple of 64 with zeros).
 at::Tensor amx_int8_linear(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& scale,
                            const c10::optional<at::Tensor>& bias) {
-  const int64_t n = scale.numel(), k = x.size(-1);
+  const int64_t n = scale.numel(), k_pad = (x.size(-1) + 63) / 64 * 64;
   check_input(x, n, "amx_int8_linear");
   TORCH_CHECK(packed.scalar_type() == at::kChar && scale.scalar_type() == at::kFloat &&
-                  packed.numel() == n * k && packed.is_contiguous(),
-              "amx_int8_linear: packed must hold N*K int8 and scale N fp32");
-  const int8_t* wd = packed.data_ptr<int8_t>();
-  return multiply<Int8Panel>(x, n, [&](int64_t p) { return Int8Panel{wd + p * k * kPanel}; },
-                             scale.data_ptr<float>(), bias);
+                  packed.numel() == n * k_pad && packed.is_contiguous() && scale.is_contiguous(),
+              "amx_int8_linear: packed must hold N*K int8 (K padded to 64) and scale N fp32");
+  return multiply_int8(x, n, packed.data_ptr<int8_t>(), scale.data_ptr<float>(), bias);
 }
 
-// out[M, N] = x[M, K] @ dequantized^T + bias, from pack_int4_for_amx's codes ([N/32][K/32]
+// out[M, N] = x[M, K] @ dequantized^T + bias, from amx_layout.pack_int4's codes ([N/32][K/32]
 // [2][16][16] bytes) and scales_zeros ([N/32][K/32][2][2][16] bf16).
 at::Tensor amx_int4_linear(const at::Tensor& x, const at::Tensor& codes, const at::Tensor& scales_zeros,
                            const c10::optional<at::Tensor>& bias) {
@@ -227,11 +267,10 @@ at::Tensor amx_int4_linear(const at::Tensor& x, const at::Tensor& codes, const a
   const uint8_t* cd = codes.data_ptr<uint8_t>();
   const bf16* sz = scales_zeros.data_ptr<bf16>();
   return multiply<Int4Panel>(
-      x, n, [&](int64_t p) { return Int4Panel{cd + p * k * kPanel / 2, sz + p * (k / kKBlock) * 64}; },
-      nullptr, bias);
+      x, n, [&](int64_t p) { return Int4Panel{cd + p * k * kPanel / 2, sz + p * (k / kKBlock) * 64}; }, bias);
 }
 
-// out[M, N] = x[M, K] @ weight^T + bias, weight bf16 in pack_int8_for_amx's order.
+// out[M, N] = x[M, K] @ weight^T + bias, weight bf16 in amx_layout.tile_order's order.
 at::Tensor amx_bf16_linear(const at::Tensor& x, const at::Tensor& packed, int64_t n,
                            const c10::optional<at::Tensor>& bias) {
   const int64_t k = x.size(-1);
@@ -239,7 +278,7 @@ at::Tensor amx_bf16_linear(const at::Tensor& x, const at::Tensor& packed, int64_
   TORCH_CHECK(packed.scalar_type() == at::kBFloat16 && packed.numel() == n * k && packed.is_contiguous(),
               "amx_bf16_linear: packed must hold N*K bf16");
   const bf16* wd = packed.data_ptr<bf16>();
-  return multiply<Bf16Panel>(x, n, [&](int64_t p) { return Bf16Panel{wd + p * k * kPanel}; }, nullptr, bias);
+  return multiply<Bf16Panel>(x, n, [&](int64_t p) { return Bf16Panel{wd + p * k * kPanel}; }, bias);
 }
 #else  // no AMX off x86: the callers see amx_available() false and keep to torch's kernels
 bool amx_available() { return false; }

@@ -23,8 +23,6 @@ at::Tensor prefill_attention(const at::Tensor& q, const at::Tensor& kv, const at
                              double scale, double k_scale, double v_scale);
 at::Tensor argmax_rows(const at::Tensor& logits);
 bool gemv_available();
-at::Tensor int8_gemv(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& scale,
-                     const c10::optional<at::Tensor>& bias);
 at::Tensor int4_gemv(const at::Tensor& x, const at::Tensor& codes, const at::Tensor& params,
                      const c10::optional<at::Tensor>& bias);
 void kv_write(at::Tensor& kv, const at::Tensor& k, const at::Tensor& v, const at::Tensor& slots);
@@ -43,8 +41,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("amx_bf16_linear", &amx_bf16_linear, "bf16 linear on AMX, weights in tile order (CPU)");
   m.def("prefill_attention", &prefill_attention, "causal prompt attention on AMX, bf16 or fp8 cache, head_dim 64 (CPU)");
   m.def("silu_and_mul", &silu_and_mul, "bf16 SiLU(gate) * up (CPU)");
-  m.def("gemv_available", &gemv_available, "whether int8_gemv and int4_gemv were built (AVX-512 VNNI)");
-  m.def("int8_gemv", &int8_gemv, "bf16 x int8 linear for 1-4 rows, rows quantized, VNNI sums (CPU)");
+  m.def("gemv_available", &gemv_available, "whether int4_gemv was built (AVX-512 VNNI)");
   m.def("int4_gemv", &int4_gemv, "bf16 x int4 (groups of 32) linear for 1-4 rows, VNNI sums (CPU)");
   m.def("argmax_rows", &argmax_rows, "greedy tokens: each bf16 row's first largest logit (CPU)");
 }

@@ -10,19 +10,21 @@ them. All linears of the default model, ms (engine/csrc/amx_linear.cpp's kernels
     AMX int4     6.0    6.2    6.3    6.5   15.1   26.6   51.1
     torch int4   3.5    5.9   11.5   39.7  150.5
 
-With AMX, a layer takes engine/csrc/gemv.cpp's kernels up to GEMV_UP_TO_ROWS rows (one to a
-few sequences decoding: they read the weights at memory speed, all int4 linears of the default
-model from a cold cache in 3.7 ms against torch's 5.3-5.5, the int8 lm_head in 1.5 against
-AMX's 2.5; they quantize those rows to 15-16 bits and sum in integers), the AMX kernels below
-amx_layout.UP_TO_ROWS, and from there (prefills) its dequantized weight in bf16 through torch's
-plain matmul: the same weights at bf16's speed, at the cost of holding both copies. On a CPU
+With AMX, an int4 layer takes engine/csrc/gemv.cpp's kernel for batches of one to
+INT4_GEMV_UP_TO_ROWS rows (one to a few sequences decoding: it reads the weights at memory
+speed, all int4 linears of the default model from a cold cache in 3.7 ms against torch's
+5.3-5.5; it quantizes those rows to 15 bits and sums in integers); both methods take the AMX
+kernels below amx_layout.UP_TO_ROWS (int8 on AMX-INT8 with its rows quantized the same way: the
+lm_head in 1.4-1.5 ms at 1 to 32 rows against 1.9-2.5 converting its weights to bf16), and from
+there (prefills) the dequantized weight in bf16 through torch's plain matmul: the same weights at
+bf16's speed, at the cost of holding both copies. On a CPU
 without AMX, batches of DENSE_FROM_ROWS rows or more take the bf16 copy (packed for oneDNN) and
 smaller ones torch's kernels.
 
 int8: one symmetric scale per output channel. int4: asymmetric, one scale and zero point per
 group of 32 input channels, as torch's int4 CPU kernel takes them. Activations stay in the
-model dtype; apart from the few-row kernels' rows, both compute in bf16, so a quantized model
-runs in bf16.
+model dtype (the integer kernels quantize their rows, finer than bf16 for all but tiny values);
+a quantized model runs in bf16.
 """
 
 from __future__ import annotations
@@ -37,8 +39,10 @@ METHODS = ("int8", "int4")
 INT4_GROUP = 32
 # without AMX, int4 decode steps in the engine: ahead at 6 rows (22.0 vs 22.7 ms), behind at 8
 DENSE_FROM_ROWS = 8
-# with AMX: int4 at 4 rows 5.2 ms (AMX: 6-7), the int8 head 2.2 (AMX: 2.5); the kernels take 1-4
-GEMV_UP_TO_ROWS = 4
+# With AMX, int4 batches of up to this many rows take the few-row kernel (all linears of the
+# default model from a cold cache at 4 rows: 5.2 ms against the AMX kernel's 6-7). int8 has no
+# such kernel: AMX-INT8 reads the weights as they are, at 1 to 4 rows as fast as VNNI did.
+INT4_GEMV_UP_TO_ROWS = 4
 _INNER_K_TILES = 2  # the int4 packing's K tiling; 2 is what the CPU kernel is tuned for
 
 
@@ -75,6 +79,8 @@ def dequantize_int4(codes: torch.Tensor, scales_and_zeros: torch.Tensor,
 class _WeightOnlyLinear(nn.Module):
     """Shared by both methods: the kernels take 2-D activations; torch's get the bias added after."""
 
+    gemv_up_to_rows = 0
+
     def __init__(self, linear: nn.Linear, dequantized: torch.Tensor) -> None:
         super().__init__()
         self._amx = amx_layout.kernels_for(dequantized)
@@ -98,7 +104,7 @@ class _WeightOnlyLinear(nn.Module):
                 return self.dense(x)
             out = self._matmul(x)
             return out if self.bias is None else out + self.bias
-        if rows <= GEMV_UP_TO_ROWS:
+        if rows <= self.gemv_up_to_rows:
             return self._gemv(x)
         if rows < amx_layout.UP_TO_ROWS:
             return self._amx_matmul(x)
@@ -120,14 +126,11 @@ class Int8Linear(_WeightOnlyLinear):
         scale = scale.to(torch.bfloat16)
         super().__init__(linear, q.float() * scale.float()[:, None])
         if self._amx is not None:  # then torch's int8 kernel is never called
-            self.register_buffer("qweight", amx_layout.tile_order(q))
+            self.register_buffer("qweight", amx_layout.pack_int8(q))
             self.register_buffer("scale", scale.float())
         else:
             self.register_buffer("qweight", q)
             self.register_buffer("scale", scale)
-
-    def _gemv(self, x: torch.Tensor) -> torch.Tensor:
-        return self._amx.int8_gemv(x, self.qweight, self.scale, self.bias)
 
     def _amx_matmul(self, x: torch.Tensor) -> torch.Tensor:
         return self._amx.amx_int8_linear(x, self.qweight, self.scale, self.bias)
@@ -137,6 +140,8 @@ class Int8Linear(_WeightOnlyLinear):
 
 
 class Int4Linear(_WeightOnlyLinear):
+    gemv_up_to_rows = INT4_GEMV_UP_TO_ROWS
+
     def __init__(self, linear: nn.Linear) -> None:
         codes, scales_and_zeros = quantize_int4(linear.weight.detach())
         scales_and_zeros = scales_and_zeros.to(torch.bfloat16)

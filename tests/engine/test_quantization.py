@@ -10,8 +10,8 @@ from torch import nn
 
 from engine import LLM, SamplingParams
 from engine.models.amx_layout import UP_TO_ROWS
-from engine.models.quant_linear import (DENSE_FROM_ROWS, GEMV_UP_TO_ROWS, Int4Linear, Int8Linear, dequantize_int4,
-                                        quantize_int4, quantize_int8, quantize_linears)
+from engine.models.quant_linear import (DENSE_FROM_ROWS, INT4_GEMV_UP_TO_ROWS, Int4Linear, Int8Linear,
+                                        dequantize_int4, quantize_int4, quantize_int8, quantize_linears)
 
 
 @pytest.fixture
@@ -41,7 +41,8 @@ def test_int4_layer_computes_with_its_quantized_weight(linear):
     torch.testing.assert_close(Int4Linear(linear)(x).float(), want, rtol=2e-2, atol=2e-2)
 
 
-@pytest.mark.parametrize("rows", [GEMV_UP_TO_ROWS, GEMV_UP_TO_ROWS + 1, DENSE_FROM_ROWS + 3, UP_TO_ROWS + 3])
+@pytest.mark.parametrize("rows", [2, INT4_GEMV_UP_TO_ROWS, INT4_GEMV_UP_TO_ROWS + 1, DENSE_FROM_ROWS + 3,
+                                  UP_TO_ROWS + 3])
 @pytest.mark.parametrize("kind", [Int8Linear, Int4Linear])
 def test_batches_take_the_same_weights_as_single_rows(linear, kind, rows):
     """Batches go to other kernels than single rows (AMX, or the dequantized bf16 weight): each

@@ -1,7 +1,8 @@
 """dyno's AMX linears (engine/csrc/amx_linear.cpp): bf16 rows times bf16 weights, int8 weights
 with a scale per output channel, or int4 weights with a scale and zero point per group of 32
-inputs, as bf16 and `--quantization` layers run batches below UP_TO_ROWS rows. Each row's result is its fp32 sum
-rounded once to bf16, whatever the batch holds."""
+inputs, as bf16 and `--quantization` layers run batches below UP_TO_ROWS rows. A bf16 row's
+result is its fp32 sum rounded once to bf16; int8 quantizes each row to 15 bits first, so its
+sums are that close; either way a row gets the same bits whatever the batch holds."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ import torch
 from torch import nn
 
 from engine import cpu_kernels
-from engine.models.amx_layout import UP_TO_ROWS, pack_int4, tile_order
+from engine.models.amx_layout import UP_TO_ROWS, pack_int4, pack_int8, tile_order
 from engine.models.packed_linear import PackedLinear
-from engine.models.quant_linear import (GEMV_UP_TO_ROWS, Int4Linear, Int8Linear,
+from engine.models.quant_linear import (INT4_GEMV_UP_TO_ROWS, Int4Linear, Int8Linear,
                                         dequantize_int4, quantize_int4, quantize_int8)
 
 KERNELS = cpu_kernels.load()
@@ -48,11 +49,11 @@ class _Counting:
 
 
 @pytest.mark.parametrize("rows", [1, 15, 16, 17, 32, 33, 100])
-def test_rows_are_the_fp32_sum_rounded_to_bf16(rows):
+def test_int8_rows_are_the_fp32_sum_to_about_bf16_rounding(rows):
     x, q, scale, bias, want = _case(rows)
-    got = KERNELS.amx_int8_linear(x, tile_order(q), scale, bias)
+    got = KERNELS.amx_int8_linear(x, pack_int8(q), scale, bias)
     assert got.dtype == torch.bfloat16 and got.shape == (rows, 64)
-    torch.testing.assert_close(got.float(), want, rtol=2 ** -8, atol=1e-4)
+    torch.testing.assert_close(got.float(), want, rtol=2 ** -7, atol=2e-2)
 
 
 @pytest.mark.parametrize("rows", [1, 16, 33])
@@ -88,17 +89,24 @@ def test_bf16_layers_run_batches_below_a_prefills_size_on_amx(rows, on_amx):
 
 def test_a_row_gets_the_same_bits_alone_or_in_a_batch():
     x, q, scale, bias, _ = _case(45)
-    packed = tile_order(q)
+    packed = pack_int8(q)
     batch = KERNELS.amx_int8_linear(x, packed, scale, bias)
     for i in (0, 16, 31, 44):
         assert torch.equal(KERNELS.amx_int8_linear(x[i:i + 1], packed, scale, bias)[0], batch[i])
 
 
+def test_an_int8_row_of_inf_or_nan_gives_nan_and_leaves_the_others_alone():
+    x, q, scale, bias, _ = _case(20)
+    x[3, 7] = float("nan")
+    got = KERNELS.amx_int8_linear(x, pack_int8(q), scale, bias)
+    assert bool(got[3].isnan().all()) and not bool(got[torch.arange(20) != 3].isnan().any())
+
+
 def test_without_bias_and_with_a_strided_input():
     x, q, scale, bias, want = _case(8, k=64)
     wide = torch.cat([x, x], dim=1)[:, :64]  # rows 128 apart: not contiguous
-    got = KERNELS.amx_int8_linear(wide, tile_order(q), scale, None)
-    torch.testing.assert_close(got.float(), want - bias.float(), rtol=2 ** -8, atol=1e-4)
+    got = KERNELS.amx_int8_linear(wide, pack_int8(q), scale, None)
+    torch.testing.assert_close(got.float(), want - bias.float(), rtol=2 ** -7, atol=2e-2)
 
 
 def test_shapes_the_tiles_cannot_take_are_refused():
@@ -107,7 +115,7 @@ def test_shapes_the_tiles_cannot_take_are_refused():
         KERNELS.amx_int8_linear(torch.randn(2, 40, dtype=torch.bfloat16), q, scale, None)
 
 
-@pytest.mark.parametrize("rows, on_amx", [(GEMV_UP_TO_ROWS, False), (GEMV_UP_TO_ROWS + 1, True),
+@pytest.mark.parametrize("rows, on_amx", [(INT4_GEMV_UP_TO_ROWS, False), (INT4_GEMV_UP_TO_ROWS + 1, True),
                                           (UP_TO_ROWS - 1, True), (UP_TO_ROWS, False)])
 def test_int4_layers_run_batches_from_a_few_rows_on_amx(rows, on_amx):
     torch.manual_seed(0)
