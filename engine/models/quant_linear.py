@@ -76,6 +76,12 @@ def dequantize_int4(codes: torch.Tensor, scales_and_zeros: torch.Tensor,
     return w.reshape(n, k)
 
 
+class _DenseCopy(nn.Linear):
+    """A quantized layer's dequantized bf16 weight as a plain linear. Its own type, so that
+    packed_linear.pack_linears (which swaps every nn.Linear of the model) leaves it be: it had
+    given each one a third copy of the weights, in tile order, that nothing read."""
+
+
 class _WeightOnlyLinear(nn.Module):
     """Shared by both methods: the kernels take 2-D activations; torch's get the bias added after."""
 
@@ -85,7 +91,7 @@ class _WeightOnlyLinear(nn.Module):
         super().__init__()
         self._amx = amx_layout.kernels_for(dequantized)
         self.bias = linear.bias
-        dense = nn.Linear(linear.in_features, linear.out_features, bias=linear.bias is not None)
+        dense = _DenseCopy(linear.in_features, linear.out_features, bias=linear.bias is not None)
         dense.weight = nn.Parameter(dequantized.to(torch.bfloat16), requires_grad=False)
         dense.bias = linear.bias
         # The dense copy takes the batches the quantized kernels leave. With AMX those are
