@@ -10,6 +10,7 @@ from torch import nn
 
 from engine import LLM, SamplingParams
 from engine.models.amx_layout import UP_TO_ROWS
+from engine.models.packed_linear import pack_linears
 from engine.models.quant_linear import (DENSE_FROM_ROWS, INT4_GEMV_UP_TO_ROWS, Int4Linear, Int8Linear,
                                         dequantize_int4, quantize_int4, quantize_int8, quantize_linears)
 
@@ -69,6 +70,16 @@ def test_int4_keeps_lm_head_in_int8_and_skips_partial_groups():
     model.lm_head = nn.Linear(64, 100, bias=False).bfloat16()
     assert quantize_linears(model, "int4") == 2
     assert (type(model.proj), type(model.odd), type(model.lm_head)) == (Int4Linear, nn.Linear, Int8Linear)
+
+
+@pytest.mark.parametrize("method", ["int8", "int4"])
+def test_packing_the_model_leaves_the_quantized_layers_one_bf16_copy(method):
+    """load_model packs every nn.Linear after quantizing: not the quantized layers' bf16 copy."""
+    model = nn.Module()
+    model.proj = nn.Linear(64, 32, bias=False).bfloat16()
+    quantize_linears(model, method)
+    pack_linears(model)
+    assert not [name for name, _ in model.named_buffers() if name.endswith("tiles")]
 
 
 @pytest.mark.parametrize("method", ["int8", "int4"])
