@@ -1,7 +1,8 @@
 """dyno's C++ paged decode attention (engine/csrc/paged_decode.cpp) against the torch
 reference, on every code path it has: bf16 with head_dim 64 and up to four query heads per kv
 head (values weighed in registers), other bf16 shapes (bf16 dot products, generic values loop),
-fp32; an fp8 cache (e4m3, e5m2) under either; with and without a sliding window. Unused cache
+fp32; an fp8 cache (e4m3, e5m2) under either (bf16 queries scoring its keys in fp16 products);
+with and without a sliding window. Unused cache
 slots hold NaN: reading one fails."""
 
 from __future__ import annotations
@@ -53,6 +54,21 @@ def test_fp8_cache_matches_the_reference(dtype, cache_dtype, window):
                                       case.k_scale, case.v_scale, window)
     assert got.dtype == dtype and not got.isnan().any()
     torch.testing.assert_close(got.float(), want.float(), **attention_tolerance(dtype))
+
+
+@pytest.mark.parametrize("cache_dtype", [torch.float8_e4m3fn, torch.float8_e5m2])
+def test_fp8_keys_with_queries_too_large_for_fp16_products(cache_dtype):
+    """bf16 queries meet fp8 keys in fp16 products while |q| < 2^14; a larger query takes fp32."""
+    torch.manual_seed(0)
+    case = make_paged_case(LENS, 3, 64, 16, torch.bfloat16, cache_dtype)
+    q = torch.randn(len(LENS), 9, 64).bfloat16()
+    q[2, 4, 7] = 40000.0
+    got = KERNELS.paged_decode(q, case.kv_cache, case.block_table.long(), case.seq_lens.long(), 16,
+                               0, 1e-4, case.k_scale, case.v_scale)
+    want = paged_decode_attention_ref(q, case.kv_cache, case.block_table, case.seq_lens, 1e-4, 16,
+                                      case.k_scale, case.v_scale, None)
+    assert not got.isnan().any()
+    torch.testing.assert_close(got.float(), want.float(), **attention_tolerance(torch.bfloat16))
 
 
 def test_every_e4m3_code_reads_as_its_value():
