@@ -275,8 +275,10 @@ class EngineArgs:
         None, group="model settings", choices=_QUANT_METHODS,
         help="Weight-only quantization at load time (CPU, computes in bfloat16): int8 per "
              "channel or int4 in groups of 32. Batches below 256 rows run on dyno's AMX kernels "
-             "where the CPU has AMX (else from 8 rows on the dequantized weights); prefills of "
-             "256 rows or more use the dequantized weights in bf16 (both copies are held).")
+             "where the CPU has AMX (int4 batches of 1-4 rows on its VNNI kernel; that one and "
+             "int8 quantize their rows to 15 bits; else from 8 rows on the dequantized weights); "
+             "prefills of 256 rows or more use the dequantized weights in bf16 (both copies are "
+             "held).")
     quantization_param_path: str | None = field_(
         None, group="model settings",
         help="JSON file of per-layer KV cache scales, used with an fp8 --kv-cache-dtype.")
