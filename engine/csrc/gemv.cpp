@@ -25,6 +25,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "bf16_vec.h"
 #include "row_quant.h"
 
 namespace {
@@ -81,11 +82,7 @@ void int4_block(const uint8_t* codes, const bf16* params, int64_t groups, const 
         lo[r] = _mm512_dpbusd_epi32(lo[r], second, _mm512_set1_epi32(l[i + 4]));
       }
     }
-    auto widen = [](const bf16* p) {
-      return _mm512_castsi512_ps(_mm512_slli_epi32(
-          _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))), 16));
-    };
-    const __m512 scale = widen(params), zero = widen(params + 16);
+    const __m512 scale = dyno_vec::load(params), zero = dyno_vec::load(params + 16);
     const __m512 offset = _mm512_fnmadd_ps(_mm512_set1_ps(8.f), scale, zero);  // weight = code * scale + offset
     for (int r = 0; r < M; ++r) {
       const __m512i dot = _mm512_add_epi32(_mm512_slli_epi32(hi[r], 7), lo[r]);
