@@ -88,18 +88,6 @@ inline void load_fp8_row(const uint8_t* src, float* dst, int64_t n) {
   for (; i < n; ++i) dst[i] = c10::detail::fp16_ieee_to_fp32_value(fp8_half_bits<F>(src[i]));
 }
 
-#if defined(__AVX512FP16__)
-// 32 codes as fp16, kFp8Unit<F> too small (as fp8x16_to_float's): 3 integer ops.
-template <Fp8 F>
-inline __m512h fp8x32_to_half(const uint8_t* src) {  // kFp8Unit<F> too small, as fp8x16_to_float's
-  const __m256i codes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src));
-  if constexpr (F == Fp8::kE5M2) return _mm512_castsi512_ph(_mm512_slli_epi16(_mm512_cvtepu8_epi16(codes), 8));
-  const __m512i shifted = _mm512_slli_epi16(_mm512_cvtepi8_epi16(codes), 7);
-  return _mm512_castsi512_ph(_mm512_and_si512(shifted, _mm512_set1_epi16(static_cast<short>(0xBFFF))));
-}
-
-#endif
-
 #if defined(__AVX512F__)
 // 64 values of one kv head's cache row as fp32, in four registers.
 struct Bf16Rows {
@@ -248,6 +236,15 @@ void score_tile(const float* qf, const uint8_t* const rows[kTile], int count, in
 // sequences of 160 positions, 30 layers (keys and values): 4.7-4.8 ms against 5.1-5.2.
 constexpr float kHalfQueryLimit = 16384.f;
 constexpr int64_t kMaxHalfHeads = 64;  // query heads the fp16 path holds
+
+// 32 codes as fp16, kFp8Unit<F> too small (as fp8x16_to_float's): 3 integer ops.
+template <Fp8 F>
+inline __m512h fp8x32_to_half(const uint8_t* src) {
+  const __m256i codes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src));
+  if constexpr (F == Fp8::kE5M2) return _mm512_castsi512_ph(_mm512_slli_epi16(_mm512_cvtepu8_epi16(codes), 8));
+  const __m512i shifted = _mm512_slli_epi16(_mm512_cvtepi8_epi16(codes), 7);
+  return _mm512_castsi512_ph(_mm512_and_si512(shifted, _mm512_set1_epi16(static_cast<short>(0xBFFF))));
+}
 
 // Each head's query (head_dim 64) as two fp16 vectors; false when one is too large for fp16.
 inline bool queries_as_half(const float* qf, int64_t num_heads, __m512h* q16) {
