@@ -2,13 +2,14 @@
 
 A decode step at a few dozen sequences reads every weight once and does little arithmetic on
 it, so its time is the weights' bytes over memory bandwidth: int8 halves them and int4 quarters
-them. All linears of the default model, ms (engine/csrc/amx_linear.cpp's kernels; torch's):
+them. All linears of the default model, ms, in one run (engine/csrc's kernels; torch's):
 
     rows          1      4      8     32    128    256    512
-    bf16        12.3   12.4   12.4   16.0   23.2   33.8   55.3
-    AMX int8     7.1    7.0    7.3    8.5   18.0   30.2   57.4
-    AMX int4     6.0    6.2    6.3    6.5   15.1   26.6   51.1
-    torch int4   3.5    5.9   11.5   39.7  150.5
+    bf16        11.7   11.7   11.9   12.8   27.1   46.4   69.6
+    AMX int8     5.7    6.3    6.4    9.0   22.3   47.7   96.4
+    AMX int4     7.0    6.8    6.8    7.2   21.0   36.7   70.4
+    VNNI int4    2.8    4.4
+    torch int4   4.1    7.2   12.2   41.2  155.4
 
 With AMX, an int4 layer takes engine/csrc/gemv.cpp's kernel for batches of one to
 INT4_GEMV_UP_TO_ROWS rows (one to a few sequences decoding: it reads the weights at memory
@@ -17,9 +18,9 @@ speed, all int4 linears of the default model from a cold cache in 3.7 ms against
 kernels below amx_layout.UP_TO_ROWS (int8 on AMX-INT8 with its rows quantized the same way: the
 lm_head in 1.4-1.5 ms at 1 to 32 rows against 1.9-2.5 converting its weights to bf16), and from
 there (prefills) the dequantized weight in bf16 through torch's plain matmul: the same weights at
-bf16's speed, at the cost of holding both copies. On a CPU
-without AMX, batches of DENSE_FROM_ROWS rows or more take the bf16 copy (packed for oneDNN) and
-smaller ones torch's kernels.
+bf16's speed, at the cost of holding both copies. On a CPU without AMX, batches of
+DENSE_FROM_ROWS rows or more take the bf16 copy (packed for oneDNN) and smaller ones torch's
+kernels.
 
 int8: one symmetric scale per output channel. int4: asymmetric, one scale and zero point per
 group of 32 input channels, as torch's int4 CPU kernel takes them. Activations stay in the
