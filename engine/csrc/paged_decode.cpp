@@ -5,12 +5,12 @@
 // the weighted sum of values. Positions outside [ctx_len - window, ctx_len) are never read.
 // bf16 on AVX-512 takes faster paths for both halves (see score_tile_bf16, dot_bf16 for other
 // head sizes, and weigh_values_64). An fp8 cache (e4m3 or e5m2, one scale each for keys and
-// values) is read as is, each row converted to fp32 on the way: half the bytes of bf16 a
-// position. With head_dim 64 both score
-// 16 positions at a time (score_tile, score_tile_bf16). At 32 sequences of 160 positions, 30
-// layers: bf16 7.4-8.2 ms (7.9-9.7 with one reduction per score), fp8 5.4-6.1 ms (5.9-7.3
-// before fp8.h's shorter e4m3 conversion); the bf16 cache's 118 MB there is about all the
-// memory bandwidth gives.
+// values) is read as is, each row converted to fp32 on the way (keys met by bf16 queries: to
+// fp16, see score_tile_half): half the bytes of bf16 a position. With head_dim 64 all of them
+// score 16 positions at a time (score_tile, score_tile_half, score_tile_bf16). At 32 sequences
+// of 160 positions, 30 layers: bf16 7.4-8.2 ms (7.9-9.7 with one reduction per score), fp8
+// 4.7-4.8 ms (5.1-5.2 in fp32, 5.9-7.3 before fp8.h's shorter e4m3 conversion); the bf16
+// cache's 118 MB there is about all the memory bandwidth gives.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <c10/util/Half.h>
