@@ -3,8 +3,8 @@ amx_linear.cpp) and, for a few rows, the VNNI ones (engine/csrc/gemv.cpp).
 
 The AMX kernels take 32 output channels (a panel) at a time and 32 input channels (one tile row
 of bf16 pairs, and one int4 quantization group) per step: a panel's tiles lie contiguous, so a
-thread streams its panels front to back. int8 weights go in fours of inputs (pack_int8), for both
-AMX-INT8 and the VNNI kernel; int4 ones have an order of their own for the latter (pack_int4_gemv).
+thread streams its panels front to back. int8 weights go in fours of inputs for AMX-INT8
+(pack_int8); int4 ones have an order of their own for the VNNI kernel (pack_int4_gemv).
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ def tile_order(weight: torch.Tensor) -> torch.Tensor:
 
 
 def pack_int8(q: torch.Tensor) -> torch.Tensor:
-    """An int8 weight [N, K] in the order amx_int8_linear and int8_gemv read it, inputs in fours
-    for AMX-INT8 and VNNI: [N/32][K/64][2][16][16][4] (panel, 64 inputs, 16-channel half, four
-    inputs, channel, member), K padded to a multiple of 64 with zeros."""
+    """An int8 weight [N, K] in the order amx_int8_linear reads it, inputs in fours for AMX-INT8:
+    [N/32][K/64][2][16][16][4] (panel, 64 inputs, 16-channel half, four inputs, channel, member),
+    K padded to a multiple of 64 with zeros."""
     n, k = q.shape
     k_pad = -(-k // 64) * 64
     padded = torch.nn.functional.pad(q, (0, k_pad - k))
