@@ -355,6 +355,33 @@ inline void score(const T* q, const float* qf, const T* k, float* row, int64_t t
   score_row(qf, row, t, n, num_heads, group, head_dim, scale, scores);
 }
 
+// The values' half of one sequence, after the softmax: the weighted sum of each position's
+// values for every head (its rows read as load(src, dst, count) gives them in fp32, or by Rows
+// in registers where weigh_values_fast can; Rows void: never), times out_scale, into out.
+template <typename Rows, typename T, typename C, typename Load>
+void weigh_values(const C* v_pool, const int64_t* table, int64_t first, int64_t ctx_len,
+                  int64_t block_size, int64_t num_heads, int64_t num_kv_heads, int64_t head_dim,
+                  const float* scores, float out_scale, Load load, T* out, std::vector<float>& row,
+                  std::vector<float>& acc) {
+  const int64_t n = ctx_len - first, group = num_heads / num_kv_heads;
+  const int64_t kv_stride = num_kv_heads * head_dim;
+  const int64_t slot_bytes = kv_stride * static_cast<int64_t>(sizeof(C));
+  bool in_registers = false;
+  if constexpr (!std::is_void_v<Rows>)
+    in_registers = weigh_values_fast<Rows>(v_pool, table, first, ctx_len, block_size, num_kv_heads,
+                                           group, head_dim, scores, n, acc.data());
+  if (!in_registers) {
+    std::fill(acc.begin(), acc.end(), 0.f);
+    for (int64_t t = first; t < ctx_len; ++t) {
+      const int64_t slot = table[t / block_size] * block_size + t % block_size;
+      prefetch_ahead(v_pool, table, t, ctx_len, block_size, slot_bytes, slot_bytes);
+      load(v_pool + slot * kv_stride, row.data(), kv_stride);
+      add_weighted(row.data(), scores, t - first, n, num_heads, group, head_dim, acc.data());
+    }
+  }
+  for (int64_t i = 0; i < num_heads * head_dim; ++i) out[i] = static_cast<T>(acc[i] * out_scale);
+}
+
 // One sequence, all heads: each cached position's keys (then values) for every kv head are
 // one contiguous row of the pool, read once, front to back.
 template <typename T>
@@ -388,21 +415,9 @@ void decode_seq(const T* q, const T* k_pool, const T* v_pool, const int64_t* tab
           kv_stride, head_dim, scale, scores.data());
   }
   softmax_rows(scores.data(), num_heads, n);
-  if constexpr (std::is_same_v<T, at::BFloat16>) {
-    if (weigh_values_fast<Bf16Rows>(v_pool, table, first, ctx_len, block_size, num_kv_heads, group,
-                                    head_dim, scores.data(), n, acc.data())) {
-      for (int64_t i = 0; i < num_heads * head_dim; ++i) out[i] = static_cast<T>(acc[i]);
-      return;
-    }
-  }
-  std::fill(acc.begin(), acc.end(), 0.f);
-  for (int64_t t = first; t < ctx_len; ++t) {
-    const int64_t slot = table[t / block_size] * block_size + t % block_size;
-    prefetch_ahead(v_pool, table, t, ctx_len, block_size, slot_bytes, slot_bytes);
-    load_row(v_pool + slot * kv_stride, row.data(), kv_stride);
-    add_weighted(row.data(), scores.data(), t - first, n, num_heads, group, head_dim, acc.data());
-  }
-  for (int64_t i = 0; i < num_heads * head_dim; ++i) out[i] = static_cast<T>(acc[i]);
+  using Rows = std::conditional_t<std::is_same_v<T, at::BFloat16>, Bf16Rows, void>;  // fp32: no register path
+  weigh_values<Rows>(v_pool, table, first, ctx_len, block_size, num_heads, num_kv_heads, head_dim,
+                     scores.data(), 1.f, load_row<T>, out, row, acc);
 }
 
 // decode_seq for an fp8 cache: rows of codes converted to fp32 as they are read; the key scale
@@ -451,18 +466,8 @@ void decode_seq_fp8(const T* q, const uint8_t* k_pool, const uint8_t* v_pool, co
     score_row(qf.data(), row.data(), t - first, n, num_heads, group, head_dim, qk_scale, scores.data());
   }
   softmax_rows(scores.data(), num_heads, n);
-  if (!weigh_values_fast<Fp8Rows<F>>(v_pool, table, first, ctx_len, block_size, num_kv_heads, group,
-                                     head_dim, scores.data(), n, acc.data())) {
-    std::fill(acc.begin(), acc.end(), 0.f);
-    for (int64_t t = first; t < ctx_len; ++t) {
-      const int64_t slot = table[t / block_size] * block_size + t % block_size;
-      prefetch_ahead(v_pool, table, t, ctx_len, block_size, kv_stride, kv_stride);
-      load_fp8_row<F>(v_pool + slot * kv_stride, row.data(), kv_stride);
-      add_weighted(row.data(), scores.data(), t - first, n, num_heads, group, head_dim, acc.data());
-    }
-  }
-  const float out_scale = v_scale * kFp8Unit<F>;
-  for (int64_t i = 0; i < num_heads * head_dim; ++i) out[i] = static_cast<T>(acc[i] * out_scale);
+  weigh_values<Fp8Rows<F>>(v_pool, table, first, ctx_len, block_size, num_heads, num_kv_heads, head_dim,
+                           scores.data(), v_scale * kFp8Unit<F>, load_fp8_row<F>, out, row, acc);
 }
 
 // Calls seq(s, first, ctx_len, scratch) for every sequence, spread over the threads.
