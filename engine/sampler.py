@@ -66,13 +66,15 @@ class Sampler:
         """logits: [rows, vocab] on the CPU, fp32 or the model's dtype -> (token ids [rows],
         logprobs per row or None). Whatever the dtype, the work is done in fp32."""
         wants_logprobs = any(n is not None for n in batch.num_logprobs)
+        adjusts = _adjusts(batch)
         if (self.kernels is not None and logits.dtype == torch.bfloat16 and not wants_logprobs
-                and not _adjusts(batch) and batch.all_greedy):
+                and not adjusts and batch.all_greedy):
             # the argmax of the bf16 values is the argmax of their exact fp32 copies
             return self.kernels.argmax_rows(logits), [None] * len(batch.num_logprobs)
         logits = logits.float()
         raw_logprobs = logits.log_softmax(-1) if wants_logprobs else None
-        logits = self._adjust(logits, batch)
+        if adjusts:
+            logits = self._adjust(logits, batch)
         if batch.all_greedy:
             # max's indices: argmax's tokens (the first of ties) in 40% of its time on the CPU
             tokens = logits.max(dim=-1).indices
@@ -83,8 +85,6 @@ class Sampler:
         return tokens, lps
 
     def _adjust(self, logits: torch.Tensor, b: SamplingBatch) -> torch.Tensor:
-        if not _adjusts(b):
-            return logits
         logits = logits.clone()
         for i, bias in enumerate(b.logit_bias):
             if bias:
