@@ -1,4 +1,4 @@
-// fp8 cache codes (e4m3fn, e5m2) read as fp32, for dyno's CPU attention kernels.
+// fp8 cache codes (e4m3fn, e5m2) read as fp32 (or fp16), for dyno's CPU attention kernels.
 #pragma once
 
 #if defined(__x86_64__)
@@ -31,6 +31,17 @@ inline __m512 fp8x16_to_float(const uint8_t* src) {
   if constexpr (F == Fp8::kE5M2) return _mm512_cvtph_ps(_mm256_slli_epi16(_mm256_cvtepu8_epi16(codes), 8));
   const __m256i shifted = _mm256_slli_epi16(_mm256_cvtepi8_epi16(codes), 7);
   return _mm512_cvtph_ps(_mm256_and_si256(shifted, _mm256_set1_epi16(static_cast<short>(0xBFFF))));
+}
+#endif
+
+#if defined(__AVX512FP16__)
+// 32 codes as fp16 in the same way, for arithmetic in fp16 (kFp8Unit<F> too small too).
+template <Fp8 F>
+inline __m512h fp8x32_to_half(const uint8_t* src) {
+  const __m256i codes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src));
+  if constexpr (F == Fp8::kE5M2) return _mm512_castsi512_ph(_mm512_slli_epi16(_mm512_cvtepu8_epi16(codes), 8));
+  const __m512i shifted = _mm512_slli_epi16(_mm512_cvtepi8_epi16(codes), 7);
+  return _mm512_castsi512_ph(_mm512_and_si512(shifted, _mm512_set1_epi16(static_cast<short>(0xBFFF))));
 }
 #endif
 

@@ -237,15 +237,6 @@ void score_tile(const float* qf, const uint8_t* const rows[kTile], int count, in
 constexpr float kHalfQueryLimit = 16384.f;
 constexpr int64_t kMaxHalfHeads = 64;  // query heads the fp16 path holds
 
-// 32 codes as fp16, kFp8Unit<F> too small (as fp8x16_to_float's): 3 integer ops.
-template <Fp8 F>
-inline __m512h fp8x32_to_half(const uint8_t* src) {
-  const __m256i codes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src));
-  if constexpr (F == Fp8::kE5M2) return _mm512_castsi512_ph(_mm512_slli_epi16(_mm512_cvtepu8_epi16(codes), 8));
-  const __m512i shifted = _mm512_slli_epi16(_mm512_cvtepi8_epi16(codes), 7);
-  return _mm512_castsi512_ph(_mm512_and_si512(shifted, _mm512_set1_epi16(static_cast<short>(0xBFFF))));
-}
-
 // Each head's query (head_dim 64) as two fp16 vectors; false when one is too large for fp16.
 inline bool queries_as_half(const float* qf, int64_t num_heads, __m512h* q16) {
   __m512 top = _mm512_setzero_ps();
