@@ -4,6 +4,7 @@
 // takes each value divided by its scale (rounded to the model dtype first, as the torch path
 // computes it), then converted as torch converts.
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 #include <c10/util/Float8_e4m3fn.h>
 #include <c10/util/Float8_e5m2.h>
 
@@ -16,6 +17,10 @@
 namespace {
 
 using dyno_fp8::Fp8;
+
+// Prompts split over the threads; a decode step's few dozen rows stay on one (an fp8 row takes
+// ~0.1 us, less than waking the other thread).
+constexpr int64_t kTokensPerTask = 128;
 
 template <Fp8 F>
 uint8_t fp8_code(float y) {
@@ -68,10 +73,12 @@ void write_fp8(at::Tensor& kv, const at::Tensor& k, const at::Tensor& v, const i
   auto* base = static_cast<uint8_t*>(kv.data_ptr());
   const T* kp = k.data_ptr<T>();
   const T* vp = v.data_ptr<T>();
-  for (int64_t i = 0; i < tokens; ++i) {
-    quantize_row<T, F>(kp + i * k.stride(0), base + slots[i] * row, row, k_scale);
-    quantize_row<T, F>(vp + i * v.stride(0), base + (num_slots + slots[i]) * row, row, v_scale);
-  }
+  at::parallel_for(0, tokens, kTokensPerTask, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      quantize_row<T, F>(kp + i * k.stride(0), base + slots[i] * row, row, k_scale);
+      quantize_row<T, F>(vp + i * v.stride(0), base + (num_slots + slots[i]) * row, row, v_scale);
+    }
+  });
 }
 
 void check_rows(const at::Tensor& kv, const at::Tensor& k, const at::Tensor& v, const at::Tensor& slots) {
@@ -99,10 +106,12 @@ void kv_write(at::Tensor& kv, const at::Tensor& k, const at::Tensor& v, const at
   const auto* kp = static_cast<const char*>(k.data_ptr());
   const auto* vp = static_cast<const char*>(v.data_ptr());
   const int64_t* sp = slots.data_ptr<int64_t>();
-  for (int64_t i = 0; i < tokens; ++i) {
-    std::memcpy(base + sp[i] * bytes, kp + i * k.stride(0) * k.element_size(), bytes);
-    std::memcpy(base + (num_slots + sp[i]) * bytes, vp + i * v.stride(0) * v.element_size(), bytes);
-  }
+  at::parallel_for(0, tokens, kTokensPerTask, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      std::memcpy(base + sp[i] * bytes, kp + i * k.stride(0) * k.element_size(), bytes);
+      std::memcpy(base + (num_slots + sp[i]) * bytes, vp + i * v.stride(0) * v.element_size(), bytes);
+    }
+  });
 }
 
 // kv_write for an fp8 cache (e4m3fn or e5m2): k, v bf16 or fp32, stored as value / scale.

@@ -11,13 +11,20 @@ them. All linears of the default model, ms, in one run (engine/csrc's kernels; t
     VNNI int4    2.8    4.4
     torch int4   4.1    7.2   12.2   41.2  155.4
 
+Another run, torch's plain bf16 matmul of the dequantized weight against the AMX kernels:
+
+    rows             256    512   1024
+    bf16 (torch)    46.8   60.6  118.6
+    AMX int8        38.8   67.0  139.8
+    AMX int4        30.1   57.5  120.2
+
 With AMX, an int4 layer takes engine/csrc/gemv.cpp's kernel for batches of one to
 INT4_GEMV_UP_TO_ROWS rows (one to a few sequences decoding: it reads the weights at memory
 speed, all int4 linears of the default model from a cold cache in 3.7 ms against torch's
 5.3-5.5; it quantizes those rows to 15 bits and sums in integers); both methods take the AMX
-kernels below amx_layout.UP_TO_ROWS (int8 on AMX-INT8 with its rows quantized the same way: the
+kernels below amx_below_rows (int8 on AMX-INT8 with its rows quantized the same way: the
 lm_head in 1.4-1.5 ms at 1 to 32 rows against 1.9-2.5 converting its weights to bf16), and from
-there (prefills) the dequantized weight in bf16 through torch's plain matmul: the same weights at
+there (prompts) the dequantized weight in bf16 through torch's plain matmul: the same weights at
 bf16's speed, at the cost of holding both copies. On a CPU without AMX, batches of
 DENSE_FROM_ROWS rows or more take the bf16 copy (packed for oneDNN) and smaller ones torch's
 kernels.
@@ -44,6 +51,9 @@ DENSE_FROM_ROWS = 8
 # default model from a cold cache at 4 rows: 5.2 ms against the AMX kernel's 6-7). int8 has no
 # such kernel: AMX-INT8 reads the weights as they are, at 1 to 4 rows as fast as VNNI did.
 INT4_GEMV_UP_TO_ROWS = 4
+# int8 batches below this many rows take AMX-INT8 (from 512 rows it falls behind the bf16 copy
+# through torch; table above); bf16 and int4 ones go on to amx_layout.UP_TO_ROWS.
+INT8_AMX_BELOW_ROWS = 256
 _INNER_K_TILES = 2  # the int4 packing's K tiling; 2 is what the CPU kernel is tuned for
 
 
@@ -87,6 +97,7 @@ class _WeightOnlyLinear(nn.Module):
     """Shared by both methods: the kernels take 2-D activations; torch's get the bias added after."""
 
     gemv_up_to_rows = 0
+    amx_below_rows: int | None = None  # None: amx_layout.UP_TO_ROWS
 
     def __init__(self, linear: nn.Linear, dequantized: torch.Tensor) -> None:
         super().__init__()
@@ -113,7 +124,7 @@ class _WeightOnlyLinear(nn.Module):
             return out if self.bias is None else out + self.bias
         if rows <= self.gemv_up_to_rows:
             return self._gemv(x)
-        if rows < amx_layout.UP_TO_ROWS:
+        if rows < (self.amx_below_rows or amx_layout.UP_TO_ROWS):
             return self._amx_matmul(x)
         return self.dense(x)
 
@@ -128,6 +139,8 @@ class _WeightOnlyLinear(nn.Module):
 
 
 class Int8Linear(_WeightOnlyLinear):
+    amx_below_rows = INT8_AMX_BELOW_ROWS
+
     def __init__(self, linear: nn.Linear) -> None:
         q, scale = quantize_int8(linear.weight.detach())
         scale = scale.to(torch.bfloat16)

@@ -13,7 +13,7 @@ from torch import nn
 from engine import cpu_kernels
 from engine.models.amx_layout import UP_TO_ROWS, pack_int4, pack_int8, tile_order
 from engine.models.packed_linear import PackedLinear
-from engine.models.quant_linear import (INT4_GEMV_UP_TO_ROWS, Int4Linear, Int8Linear,
+from engine.models.quant_linear import (INT4_GEMV_UP_TO_ROWS, INT8_AMX_BELOW_ROWS, Int4Linear, Int8Linear,
                                         dequantize_int4, quantize_int4, quantize_int8)
 
 KERNELS = cpu_kernels.load()
@@ -43,6 +43,10 @@ class _Counting:
     def amx_bf16_linear(self, *args):
         self.calls += 1
         return KERNELS.amx_bf16_linear(*args)
+
+    def amx_int8_linear(self, *args):
+        self.calls += 1
+        return KERNELS.amx_int8_linear(*args)
 
     def int4_gemv(self, *args):  # few rows: not AMX
         return KERNELS.int4_gemv(*args)
@@ -128,7 +132,16 @@ def test_int4_layers_run_batches_from_a_few_rows_on_amx(rows, on_amx):
 def test_int8_layers_run_their_batches_on_amx():
     torch.manual_seed(0)
     layer = Int8Linear(nn.Linear(64, 32, bias=False).to(torch.bfloat16))
-    x = torch.randn(UP_TO_ROWS - 1, 64, dtype=torch.bfloat16)
+    x = torch.randn(INT8_AMX_BELOW_ROWS - 1, 64, dtype=torch.bfloat16)
     want = KERNELS.amx_int8_linear(x, layer.qweight, layer.scale, None)
     assert torch.equal(layer(x), want)
-    assert layer(x[None]).shape == (1, UP_TO_ROWS - 1, 32)
+    assert layer(x[None]).shape == (1, INT8_AMX_BELOW_ROWS - 1, 32)
+
+
+@pytest.mark.parametrize("rows, on_amx", [(INT8_AMX_BELOW_ROWS - 1, True), (INT8_AMX_BELOW_ROWS, False)])
+def test_int8_prompts_from_a_few_hundred_rows_take_the_bf16_copy(rows, on_amx):
+    torch.manual_seed(0)
+    layer = Int8Linear(nn.Linear(64, 32, bias=False).to(torch.bfloat16))
+    layer._amx = counting = _Counting()
+    out = layer(torch.randn(rows, 64, dtype=torch.bfloat16))
+    assert out.shape == (rows, 32) and counting.calls == int(on_amx)
