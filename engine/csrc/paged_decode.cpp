@@ -7,10 +7,12 @@
 // head sizes, and weigh_values_64). An fp8 cache (e4m3 or e5m2, one scale each for keys and
 // values) is read as is, each row converted to fp32 on the way (keys met by bf16 queries: to
 // fp16, see score_tile_half): half the bytes of bf16 a position. With head_dim 64 all of them
-// score 16 positions at a time (score_tile, score_tile_half, score_tile_bf16). At 32 sequences
-// of 160 positions, 30 layers: bf16 7.4-8.2 ms (7.9-9.7 with one reduction per score), fp8
-// 4.7-4.8 ms (5.1-5.2 in fp32, 5.9-7.3 before fp8.h's shorter e4m3 conversion); the bf16
-// cache's 118 MB there is about all the memory bandwidth gives.
+// score 16 positions at a time (score_tile, score_tile_half, score_tile_bf16); with bf16
+// queries an fp8 cache's values are weighed in fp16 too (weigh_values_half). At 32 sequences
+// of 160 positions, 30 layers: bf16 7.4-8.2 ms (7.9-9.7 with one reduction per score); fp8
+// 3.9-4.1 ms, from 5.4-5.9 in the same sitting with the values in fp32 (4.7-4.8 in a quieter
+// one, 5.9-7.3 before fp8.h's shorter e4m3 conversion). The bf16 cache's 118 MB there is about
+// all the memory bandwidth gives.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <c10/util/Half.h>
@@ -26,6 +28,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "bf16_vec.h"
 #include "fp8.h"
 
 namespace {
@@ -191,12 +194,16 @@ inline __m512 sum16(__m512 v[kTile]) {
 inline int tile_rows(const uint8_t* k_pool, const int64_t* table, int64_t t, int64_t ctx_len,
                      int64_t block_size, int64_t kv_stride, const uint8_t* rows[kTile]) {
   const int count = static_cast<int>(std::min<int64_t>(kTile, ctx_len - t));
-  const int64_t row_bytes = kv_stride;
-  for (int i = 0; i < kTile; ++i) {
-    const int64_t p = t + std::min(i, count - 1);
-    rows[i] = k_pool + (table[p / block_size] * block_size + p % block_size) * kv_stride;
-    if (i < count) prefetch_ahead(k_pool, table, p, ctx_len, block_size, row_bytes, row_bytes);
+  int64_t block = t / block_size, off = t % block_size;  // one division a tile, not two a row
+  for (int i = 0; i < count; ++i) {
+    rows[i] = k_pool + (table[block] * block_size + off) * kv_stride;
+    if (t + i + block_size < ctx_len) {
+      const char* ahead = reinterpret_cast<const char*>(k_pool + (table[block + 1] * block_size + off) * kv_stride);
+      for (int64_t b = 0; b < kv_stride; b += 64) _mm_prefetch(ahead + b, _MM_HINT_T0);
+    }
+    if (++off == block_size) off = 0, ++block;
   }
+  for (int i = count; i < kTile; ++i) rows[i] = rows[count - 1];
   return count;
 }
 
@@ -270,7 +277,100 @@ void score_tile_half(const __m512h* q16, const uint8_t* const rows[kTile], int c
     }
   }
 }
+// The values' half on AVX-512 FP16, head_dim 64, for the G query heads of one kv head: each
+// position's 64 codes become two fp16 vectors (3 integer ops per 32, against fp32's 5 per 16)
+// and are weighed 32 lanes at a time in fp16 (weights rounded to fp16's 11 bits), the products
+// of each 16 positions summed in fp16 and then added to fp32 totals: rounding far inside an
+// fp8 value's own 4 bits. `weights`: each head's softmax row in fp16, times kFp8Unit<F> so that
+// the sums come out in the values' units (at most the largest value: the weights sum to 1).
+template <int KV, int G, Fp8 F>
+void weigh_values_half(const uint8_t* v_pool, const int64_t* table, int64_t first, int64_t ctx_len,
+                       int64_t block_size, int64_t kv_stride, const uint16_t* weights, int64_t n,
+                       float* acc) {
+  __m512 total[KV][G][4];
+  for (int kv = 0; kv < KV; ++kv)
+    for (int g = 0; g < G; ++g)
+      for (int c = 0; c < 4; ++c) total[kv][g][c] = _mm512_setzero_ps();
+  // Block by block of the table (a block's slots are consecutive), at most kTile positions a run.
+  for (int64_t t0 = first; t0 < ctx_len;) {
+    const int64_t block = t0 / block_size, in_block = t0 % block_size;
+    const int64_t run = std::min<int64_t>({kTile, block_size - in_block, ctx_len - t0});
+    const uint8_t* rows = v_pool + (table[block] * block_size + in_block) * kv_stride;
+    const uint8_t* next = block + 1 < (ctx_len + block_size - 1) / block_size
+                              ? v_pool + table[block + 1] * block_size * kv_stride : nullptr;
+    __m512h part[KV][G][2];
+    for (int kv = 0; kv < KV; ++kv)
+      for (int g = 0; g < G; ++g) part[kv][g][0] = part[kv][g][1] = _mm512_setzero_ph();
+    for (int64_t i = 0; i < run; ++i) {
+      if (next != nullptr && in_block + i < block_size) {
+        for (int64_t b = 0; b < KV * 64; b += 64)
+          _mm_prefetch(reinterpret_cast<const char*>(next + (in_block + i) * kv_stride + b), _MM_HINT_T0);
+      }
+      const uint16_t* w = weights + (t0 - first) + i;
+      for (int kv = 0; kv < KV; ++kv) {
+        const __m512h x0 = fp8x32_to_half<F>(rows + i * kv_stride + kv * 64);
+        const __m512h x1 = fp8x32_to_half<F>(rows + i * kv_stride + kv * 64 + 32);
+        for (int g = 0; g < G; ++g) {
+          const __m512h p = _mm512_castsi512_ph(_mm512_set1_epi16(static_cast<short>(w[(kv * G + g) * n])));
+          part[kv][g][0] = _mm512_fmadd_ph(p, x0, part[kv][g][0]);
+          part[kv][g][1] = _mm512_fmadd_ph(p, x1, part[kv][g][1]);
+        }
+      }
+    }
+    for (int kv = 0; kv < KV; ++kv) {
+      for (int g = 0; g < G; ++g) {
+        for (int c = 0; c < 2; ++c) {
+          const __m512i bits = _mm512_castph_si512(part[kv][g][c]);
+          __m512* t = total[kv][g];
+          t[2 * c] = _mm512_add_ps(t[2 * c], _mm512_cvtxph_ps(_mm256_castsi256_ph(_mm512_castsi512_si256(bits))));
+          t[2 * c + 1] = _mm512_add_ps(t[2 * c + 1],
+                                       _mm512_cvtxph_ps(_mm256_castsi256_ph(_mm512_extracti64x4_epi64(bits, 1))));
+        }
+      }
+    }
+    t0 += run;
+  }
+  for (int kv = 0; kv < KV; ++kv)
+    for (int g = 0; g < G; ++g)
+      for (int c = 0; c < 4; ++c) _mm512_storeu_ps(acc + (kv * G + g) * 64 + 16 * c, total[kv][g][c]);
+}
+
+// True when the fp16 path took the values of every kv head (acc then holds the sums in the
+// values' own units: the caller scales by v_scale alone).
+template <Fp8 F>
+bool weigh_values_fp16(const uint8_t* v_pool, const int64_t* table, int64_t first, int64_t ctx_len,
+                       int64_t block_size, int64_t num_kv_heads, int64_t group, const float* scores,
+                       int64_t n, std::vector<uint16_t>& weights, float* acc) {
+  if (group < 1 || group > 4) return false;
+  const int64_t num_heads = num_kv_heads * group, count = num_heads * n;
+  weights.resize(static_cast<size_t>(count + 16));  // fp16 bits; whole vectors written
+  const __m512 unit = _mm512_set1_ps(kFp8Unit<F>);
+  for (int64_t i = 0; i < count; i += 16) {
+    const __mmask16 m = count - i >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << (count - i)) - 1);
+    const __m256i h = _mm512_cvtps_ph(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, scores + i), unit),
+                                      _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(weights.data() + i), h);
+  }
+  const int64_t kv_stride = num_kv_heads * 64;
+  if (num_kv_heads == 3 && group == 3) {  // the default model: all heads in one pass
+    weigh_values_half<3, 3, F>(v_pool, table, first, ctx_len, block_size, kv_stride, weights.data(), n, acc);
+    return true;
+  }
+  for (int64_t kv = 0; kv < num_kv_heads; ++kv) {
+    const uint8_t* v = v_pool + kv * 64;
+    const uint16_t* w = weights.data() + kv * group * n;
+    float* a = acc + kv * group * 64;
+    switch (group) {
+      case 1: weigh_values_half<1, 1, F>(v, table, first, ctx_len, block_size, kv_stride, w, n, a); break;
+      case 2: weigh_values_half<1, 2, F>(v, table, first, ctx_len, block_size, kv_stride, w, n, a); break;
+      case 3: weigh_values_half<1, 3, F>(v, table, first, ctx_len, block_size, kv_stride, w, n, a); break;
+      default: weigh_values_half<1, 4, F>(v, table, first, ctx_len, block_size, kv_stride, w, n, a); break;
+    }
+  }
+  return true;
+}
 #endif
+
 
 // bf16: each head's products with the 16 key rows as bf16 pairs (exact products, fp32 sums),
 // read in place, the 16 sums folded together.
@@ -316,18 +416,40 @@ inline void add_weighted(const float* row, const float* scores, int64_t t, int64
   }
 }
 
-// Each head's scores in place of their softmax.
-inline void softmax_rows(float* scores, int64_t num_heads, int64_t n) {
-  for (int64_t h = 0; h < num_heads; ++h) {
-    float* s = scores + h * n;
-    const float m = *std::max_element(s, s + n);
-    // Separate map and reduction loops: both vectorize (a fused one does not).
-    for (int64_t i = 0; i < n; ++i) s[i] = std::exp(s[i] - m);
-    float sum = 0.f;
-    for (int64_t i = 0; i < n; ++i) sum += s[i];
-    const float inv = 1.f / sum;
-    for (int64_t i = 0; i < n; ++i) s[i] *= inv;
+// One head's scores in place of their softmax.
+inline void softmax_row(float* s, int64_t n) {
+#if defined(__AVX512BF16__)
+  // 16 lanes at a time with AVX-512's exp (libm's vector exp is 8 lanes wide), the map and the
+  // sum in one pass, the tail's lanes masked.
+  using dyno_vec::kLanes;
+  auto lanes = [n](int64_t i) {
+    return n - i >= kLanes ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << (n - i)) - 1);
+  };
+  __m512 top = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
+  for (int64_t i = 0; i < n; i += kLanes) top = _mm512_mask_max_ps(top, lanes(i), top, _mm512_maskz_loadu_ps(lanes(i), s + i));
+  const __m512 shift = _mm512_set1_ps(_mm512_reduce_max_ps(top));
+  __m512 sum = _mm512_setzero_ps();
+  for (int64_t i = 0; i < n; i += kLanes) {
+    const __m512 e = _mm512_maskz_mov_ps(lanes(i), dyno_vec::exp(_mm512_sub_ps(_mm512_maskz_loadu_ps(lanes(i), s + i), shift)));
+    _mm512_mask_storeu_ps(s + i, lanes(i), e);
+    sum = _mm512_add_ps(sum, e);
   }
+  const __m512 inv = _mm512_set1_ps(1.f / _mm512_reduce_add_ps(sum));
+  for (int64_t i = 0; i < n; i += kLanes)
+    _mm512_mask_storeu_ps(s + i, lanes(i), _mm512_mul_ps(_mm512_maskz_loadu_ps(lanes(i), s + i), inv));
+#else
+  const float m = *std::max_element(s, s + n);
+  // Separate map and reduction loops: both vectorize (a fused one does not).
+  for (int64_t i = 0; i < n; ++i) s[i] = std::exp(s[i] - m);
+  float sum = 0.f;
+  for (int64_t i = 0; i < n; ++i) sum += s[i];
+  const float inv = 1.f / sum;
+  for (int64_t i = 0; i < n; ++i) s[i] *= inv;
+#endif
+}
+
+inline void softmax_rows(float* scores, int64_t num_heads, int64_t n) {
+  for (int64_t h = 0; h < num_heads; ++h) softmax_row(scores + h * n, n);
 }
 
 // One position's scores for every head.
@@ -418,7 +540,7 @@ void decode_seq_fp8(const T* q, const uint8_t* k_pool, const uint8_t* v_pool, co
                     int64_t first, int64_t ctx_len, int64_t block_size, int64_t num_heads,
                     int64_t num_kv_heads, int64_t head_dim, float scale, float k_scale,
                     float v_scale, T* out, std::vector<float>& scores, std::vector<float>& qf,
-                    std::vector<float>& row, std::vector<float>& acc) {
+                    std::vector<float>& row, std::vector<float>& acc, std::vector<uint16_t>& half) {
   const int64_t n = ctx_len - first, group = num_heads / num_kv_heads;
   const int64_t kv_stride = num_kv_heads * head_dim;  // bytes too
   scores.resize(static_cast<size_t>(num_heads * n));
@@ -457,6 +579,13 @@ void decode_seq_fp8(const T* q, const uint8_t* k_pool, const uint8_t* v_pool, co
     score_row(qf.data(), row.data(), t - first, n, num_heads, group, head_dim, qk_scale, scores.data());
   }
   softmax_rows(scores.data(), num_heads, n);
+#if defined(__AVX512FP16__)
+  if (std::is_same_v<T, at::BFloat16> && head_dim == 64 && weigh_values_fp16<F>(v_pool, table, first, ctx_len, block_size, num_kv_heads,
+                                             group, scores.data(), n, half, acc.data())) {
+    for (int64_t i = 0; i < num_heads * head_dim; ++i) out[i] = static_cast<T>(acc[i] * v_scale);
+    return;
+  }
+#endif
   weigh_values<Fp8Rows<F>>(v_pool, table, first, ctx_len, block_size, num_heads, num_kv_heads, head_dim,
                            scores.data(), v_scale * kFp8Unit<F>, load_fp8_row<F>, out, row, acc);
 }
@@ -464,6 +593,7 @@ void decode_seq_fp8(const T* q, const uint8_t* k_pool, const uint8_t* v_pool, co
 // Calls seq(s, first, ctx_len, scratch) for every sequence, spread over the threads.
 struct Scratch {
   std::vector<float> scores, qf, row, acc;
+  std::vector<uint16_t> half;  // fp16 weights
 };
 
 template <typename Seq>
@@ -473,7 +603,7 @@ void for_each_seq(const at::Tensor& q, int64_t kv_stride, const at::Tensor& ctx_
   const int64_t* lens = ctx_lens.data_ptr<int64_t>();
   at::parallel_for(0, num_seqs, 1, [&](int64_t begin, int64_t end) {
     Scratch scratch{{}, std::vector<float>(q_size), std::vector<float>(kv_stride),
-                    std::vector<float>(q_size)};
+                    std::vector<float>(q_size), {}};
     for (int64_t s = begin; s < end; ++s) {
       const int64_t first = window > 0 ? std::max<int64_t>(0, lens[s] - window) : 0;
       seq(s, first, lens[s], scratch);
@@ -500,7 +630,7 @@ void run(const at::Tensor& q, const at::Tensor& kv, const at::Tensor& table,
     if constexpr (std::is_same_v<C, uint8_t>) {
       decode_seq_fp8<T, F>(q_ptr + off, k_pool, v_pool, row, first, len, block_size, num_heads,
                            num_kv_heads, head_dim, s, static_cast<float>(k_scale),
-                           static_cast<float>(v_scale), out_ptr + off, w.scores, w.qf, w.row, w.acc);
+                           static_cast<float>(v_scale), out_ptr + off, w.scores, w.qf, w.row, w.acc, w.half);
     } else {
       decode_seq<T>(q_ptr + off, k_pool, v_pool, row, first, len, block_size, num_heads, num_kv_heads,
                     head_dim, s, out_ptr + off, w.scores, w.qf, w.row, w.acc);

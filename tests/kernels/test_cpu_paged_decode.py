@@ -1,7 +1,8 @@
 """dyno's C++ paged decode attention (engine/csrc/paged_decode.cpp) against the torch
 reference, on every code path it has: bf16 with head_dim 64 and up to four query heads per kv
 head (values weighed in registers), other bf16 shapes (bf16 dot products, generic values loop),
-fp32; an fp8 cache (e4m3, e5m2) under either (bf16 queries scoring its keys in fp16 products);
+fp32; an fp8 cache (e4m3, e5m2) under either (bf16 queries scoring its keys in fp16 products
+and weighing its values in fp16);
 with and without a sliding window. Unused cache
 slots hold NaN: reading one fails."""
 
@@ -43,11 +44,13 @@ def test_kernel_matches_the_reference(dtype, heads, head_dim, window):
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
 @pytest.mark.parametrize("cache_dtype", [torch.float8_e4m3fn, torch.float8_e5m2])
 @pytest.mark.parametrize("window", [None, 10])
-def test_fp8_cache_matches_the_reference(dtype, cache_dtype, window):
+@pytest.mark.parametrize("heads", [(9, 3), (8, 2)])  # bf16: values in fp16, all kv heads a pass or one each
+def test_fp8_cache_matches_the_reference(dtype, cache_dtype, window, heads):
     """Codes are read as their exact values times the layer's scales (e4m3's subnormals too)."""
     torch.manual_seed(0)
-    case = make_paged_case(LENS, 3, 64, 16, dtype, cache_dtype)
-    q = torch.randn(len(LENS), 9, 64).to(dtype)
+    num_heads, num_kv_heads = heads
+    case = make_paged_case(LENS, num_kv_heads, 64, 16, dtype, cache_dtype)
+    q = torch.randn(len(LENS), num_heads, 64).to(dtype)
     got = KERNELS.paged_decode(q, case.kv_cache, case.block_table.long(), case.seq_lens.long(), 16,
                                window or 0, 0.125, case.k_scale, case.v_scale)
     want = paged_decode_attention_ref(q, case.kv_cache, case.block_table, case.seq_lens, 0.125, 16,
