@@ -103,7 +103,9 @@ class _WeightOnlyLinear(nn.Module):
         super().__init__()
         self._amx = amx_layout.kernels_for(dequantized)
         self.bias = linear.bias
-        dense = _DenseCopy(linear.in_features, linear.out_features, bias=linear.bias is not None)
+        # skip_init: the random init its weight would get first took ~0.4 s of a load
+        dense = torch.nn.utils.skip_init(_DenseCopy, linear.in_features, linear.out_features,
+                                         bias=linear.bias is not None, device=dequantized.device)
         dense.weight = nn.Parameter(dequantized.to(torch.bfloat16), requires_grad=False)
         dense.bias = linear.bias
         # The dense copy takes the batches the quantized kernels leave. With AMX those are

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from engine import AsyncLLM, EngineArgs, SamplingParams
 
@@ -98,6 +99,22 @@ def test_dummy_weights_run_a_model_shape_without_its_weights(tiny_models):
     llm = LLM(str(path), load_format="dummy", skip_tokenizer_init=True, num_gpu_blocks_override=32)
     out = llm.generate({"prompt_token_ids": [1, 2, 3]}, SamplingParams(max_tokens=4, ignore_eos=True))[0]
     assert len(out.outputs[0].token_ids) == 4
+
+
+def test_dummy_weights_repeat_for_a_seed_and_loading_leaves_torch_init_alone(tiny_models):
+    """Models are built without torch's random init (every weight is then loaded or set): the
+    dummy weights still come from the seed, and torch.nn.init is itself again afterwards."""
+    from engine import LLM
+
+    path, _ = tiny_models["llama"]
+    before = torch.nn.init.uniform_
+    weights = [LLM(str(path), load_format="dummy", skip_tokenizer_init=True, num_gpu_blocks_override=32,
+                   seed=seed).engine.runner.model.layers[0].mlp.down_proj.weight.clone()
+               for seed in (3, 3, 4)]
+    assert torch.equal(weights[0], weights[1]) and not torch.equal(weights[0], weights[2])
+    assert torch.nn.init.uniform_ is before
+    linear = torch.nn.Linear(4, 4)
+    assert linear.weight.abs().sum() > 0 and linear.weight.std() > 0
 
 
 def test_global_seed_makes_unseeded_sampling_repeat(tiny_models):
