@@ -119,11 +119,14 @@ def test_shapes_the_tiles_cannot_take_are_refused():
         KERNELS.amx_int8_linear(torch.randn(2, 40, dtype=torch.bfloat16), q, scale, None)
 
 
-@pytest.mark.parametrize("rows, on_amx", [(INT4_GEMV_UP_TO_ROWS, False), (INT4_GEMV_UP_TO_ROWS + 1, True),
-                                          (UP_TO_ROWS - 1, True), (UP_TO_ROWS, False)])
-def test_int4_layers_run_batches_from_a_few_rows_on_amx(rows, on_amx):
+@pytest.mark.parametrize("kind, rows, on_amx", [
+    (Int4Linear, INT4_GEMV_UP_TO_ROWS, False), (Int4Linear, INT4_GEMV_UP_TO_ROWS + 1, True),
+    (Int4Linear, UP_TO_ROWS - 1, True), (Int4Linear, UP_TO_ROWS, False),
+    (Int8Linear, INT8_AMX_BELOW_ROWS - 1, True), (Int8Linear, INT8_AMX_BELOW_ROWS, False)])
+def test_quantized_layers_take_amx_between_a_few_rows_and_a_prompts_size(kind, rows, on_amx):
+    """int4: the few-row kernel below, the bf16 copy above; int8 gives prompts to the copy sooner."""
     torch.manual_seed(0)
-    layer = Int4Linear(nn.Linear(64, 32, bias=False).to(torch.bfloat16))
+    layer = kind(nn.Linear(64, 32, bias=False).to(torch.bfloat16))
     layer._amx = counting = _Counting()
     out = layer(torch.randn(rows, 64, dtype=torch.bfloat16))
     assert out.shape == (rows, 32) and counting.calls == int(on_amx)
@@ -137,11 +140,3 @@ def test_int8_layers_run_their_batches_on_amx():
     assert torch.equal(layer(x), want)
     assert layer(x[None]).shape == (1, INT8_AMX_BELOW_ROWS - 1, 32)
 
-
-@pytest.mark.parametrize("rows, on_amx", [(INT8_AMX_BELOW_ROWS - 1, True), (INT8_AMX_BELOW_ROWS, False)])
-def test_int8_prompts_from_a_few_hundred_rows_take_the_bf16_copy(rows, on_amx):
-    torch.manual_seed(0)
-    layer = Int8Linear(nn.Linear(64, 32, bias=False).to(torch.bfloat16))
-    layer._amx = counting = _Counting()
-    out = layer(torch.randn(rows, 64, dtype=torch.bfloat16))
-    assert out.shape == (rows, 32) and counting.calls == int(on_amx)
