@@ -277,8 +277,9 @@ void score_tile_half(const __m512h* q16, const uint8_t* const rows[kTile], int c
     }
   }
 }
-// The values' half on AVX-512 FP16, head_dim 64, for the G query heads of one kv head: each
-// position's 64 codes become two fp16 vectors (3 integer ops per 32, against fp32's 5 per 16)
+
+// The values' half on AVX-512 FP16, head_dim 64, for KV kv heads of G query heads each (the
+// pointers at the first of them): each position's 64 codes a kv head become two fp16 vectors (3 integer ops per 32, against fp32's 5 per 16)
 // and are weighed 32 lanes at a time in fp16 (weights rounded to fp16's 11 bits), the products
 // of each 16 positions summed in fp16 and then added to fp32 totals: rounding far inside an
 // fp8 value's own 4 bits. `weights`: each head's softmax row in fp16, times kFp8Unit<F> so that
@@ -370,7 +371,6 @@ bool weigh_values_fp16(const uint8_t* v_pool, const int64_t* table, int64_t firs
   return true;
 }
 #endif
-
 
 // bf16: each head's products with the 16 key rows as bf16 pairs (exact products, fp32 sums),
 // read in place, the 16 sums folded together.
@@ -580,8 +580,9 @@ void decode_seq_fp8(const T* q, const uint8_t* k_pool, const uint8_t* v_pool, co
   }
   softmax_rows(scores.data(), num_heads, n);
 #if defined(__AVX512FP16__)
-  if (std::is_same_v<T, at::BFloat16> && head_dim == 64 && weigh_values_fp16<F>(v_pool, table, first, ctx_len, block_size, num_kv_heads,
-                                             group, scores.data(), n, half, acc.data())) {
+  if (std::is_same_v<T, at::BFloat16> && head_dim == 64 &&
+      weigh_values_fp16<F>(v_pool, table, first, ctx_len, block_size, num_kv_heads, group, scores.data(),
+                           n, half, acc.data())) {
     for (int64_t i = 0; i < num_heads * head_dim; ++i) out[i] = static_cast<T>(acc[i] * v_scale);
     return;
   }

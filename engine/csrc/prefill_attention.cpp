@@ -156,9 +156,9 @@ struct Fp8Cache {
 // 2^x for x <= 0 (-inf and huge negatives give 0): 2^n * 2^f, |f| <= 1/2, Cephes' exp2f
 // polynomial (relative error ~1e-7, far below the bf16 rounding the probabilities get).
 inline __m512 exp2_neg(__m512 x) {
-  const __m512 n = _mm512_roundscale_ps(_mm512_max_ps(x, _mm512_set1_ps(-200.f)),
-                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  const __m512 f = _mm512_sub_ps(_mm512_max_ps(x, _mm512_set1_ps(-200.f)), n);
+  x = _mm512_max_ps(x, _mm512_set1_ps(-200.f));  // past -149 the result is 0 anyway
+  const __m512 n = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const __m512 f = _mm512_sub_ps(x, n);
   __m512 p = _mm512_set1_ps(1.535336188319500e-4f);
   for (const float c : {1.339887440266574e-3f, 9.618437357674640e-3f, 5.550332471162809e-2f,
                         2.402264791363012e-1f, 6.931472028550421e-1f}) {
