@@ -176,6 +176,11 @@ bool weigh_values_fast(const typename Rows::T*, const int64_t*, int64_t, int64_t
 // of one full reduction per score.
 constexpr int kTile = 16;
 
+// The lanes of a 16-lane vector that `left` remaining elements fill (all 16 from 16 on).
+inline __mmask16 lanes_left(int64_t left) {
+  return left >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << left) - 1);
+}
+
 // Each vector's lane sum, in order, as the lanes of one vector.
 inline __m512 sum16(__m512 v[kTile]) {
   const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
@@ -347,7 +352,7 @@ bool weigh_values_fp16(const uint8_t* v_pool, const int64_t* table, int64_t firs
   weights.resize(static_cast<size_t>(count + 16));  // fp16 bits; whole vectors written
   const __m512 unit = _mm512_set1_ps(kFp8Unit<F>);
   for (int64_t i = 0; i < count; i += 16) {
-    const __mmask16 m = count - i >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << (count - i)) - 1);
+    const __mmask16 m = lanes_left(count - i);
     const __m256i h = _mm512_cvtps_ph(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, scores + i), unit),
                                       _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(weights.data() + i), h);
@@ -422,9 +427,7 @@ inline void softmax_row(float* s, int64_t n) {
   // 16 lanes at a time with AVX-512's exp (libm's vector exp is 8 lanes wide), the map and the
   // sum in one pass, the tail's lanes masked.
   using dyno_vec::kLanes;
-  auto lanes = [n](int64_t i) {
-    return n - i >= kLanes ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << (n - i)) - 1);
-  };
+  auto lanes = [n](int64_t i) { return lanes_left(n - i); };
   __m512 top = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
   for (int64_t i = 0; i < n; i += kLanes) top = _mm512_mask_max_ps(top, lanes(i), top, _mm512_maskz_loadu_ps(lanes(i), s + i));
   const __m512 shift = _mm512_set1_ps(_mm512_reduce_max_ps(top));

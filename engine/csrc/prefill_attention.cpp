@@ -153,20 +153,6 @@ struct Fp8Cache {
   }
 };
 
-// 2^x for x <= 0 (-inf and huge negatives give 0): 2^n * 2^f, |f| <= 1/2, Cephes' exp2f
-// polynomial (relative error ~1e-7, far below the bf16 rounding the probabilities get).
-inline __m512 exp2_neg(__m512 x) {
-  x = _mm512_max_ps(x, _mm512_set1_ps(-200.f));  // past -149 the result is 0 anyway
-  const __m512 n = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  const __m512 f = _mm512_sub_ps(x, n);
-  __m512 p = _mm512_set1_ps(1.535336188319500e-4f);
-  for (const float c : {1.339887440266574e-3f, 9.618437357674640e-3f, 5.550332471162809e-2f,
-                        2.402264791363012e-1f, 6.931472028550421e-1f}) {
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(c));
-  }
-  return _mm512_scalef_ps(_mm512_fmadd_ps(p, f, _mm512_set1_ps(1.f)), n);
-}
-
 // Rows of the score block (16 queries x `width` positions) turned into bf16 weights
 // exp(scale * (score - row max)), and each row's 1 / sum in inv (the caller divides the
 // weighted values by it): query r (absolute position first + r) sees positions [lo, hi] of its
@@ -174,7 +160,7 @@ inline __m512 exp2_neg(__m512 x) {
 void softmax_block(const float* scores, int64_t width, int64_t rows, int64_t first, int64_t window,
                    float scale, bf16* probs, float* inv) {
   using namespace dyno_vec;
-  const __m512 log2e_scale = _mm512_set1_ps(scale * 1.44269504088896341f);
+  const __m512 k = _mm512_set1_ps(scale);
   const __m256i zeros = _mm256_setzero_si256();
   for (int64_t r = 0; r < kBlock; ++r) {
     const float* s = scores + r * width;
@@ -191,10 +177,10 @@ void softmax_block(const float* scores, int64_t width, int64_t rows, int64_t fir
     for (int64_t i = 0; i < v_lo; i += kLanes) _mm256_storeu_si256(reinterpret_cast<__m256i*>(p + i), zeros);
     __m512 m = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
     for (int64_t i = v_lo; i <= v_hi; i += kLanes) m = _mm512_mask_max_ps(m, seen(i), m, _mm512_loadu_ps(s + i));
-    const __m512 shift = _mm512_mul_ps(_mm512_set1_ps(_mm512_reduce_max_ps(m)), log2e_scale);
+    const __m512 shift = _mm512_mul_ps(_mm512_set1_ps(_mm512_reduce_max_ps(m)), k);
     __m512 sum = _mm512_setzero_ps();
     for (int64_t i = v_lo; i <= v_hi; i += kLanes) {
-      const __m512 x = _mm512_maskz_mov_ps(seen(i), exp2_neg(_mm512_fmsub_ps(_mm512_loadu_ps(s + i), log2e_scale, shift)));
+      const __m512 x = _mm512_maskz_mov_ps(seen(i), exp(_mm512_fmsub_ps(_mm512_loadu_ps(s + i), k, shift)));
       const __m256i rounded = to_bf16(x);
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(p + i), rounded);
       sum = _mm512_add_ps(sum, _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(rounded), 16)));
