@@ -21,8 +21,9 @@ logger = logging.getLogger(__name__)
 _SOURCES = tuple(Path(__file__).parent / "csrc" / name
                  for name in ("bindings.cpp", "paged_decode.cpp", "kv_write.cpp",
                                   "elementwise.cpp", "amx_linear.cpp",
-                                  "prefill_attention.cpp", "greedy.cpp", "gemv.cpp"))
-_HEADERS = tuple(Path(__file__).parent / "csrc" / name for name in ("amx_tiles.h", "bf16_vec.h", "fp8.h", "row_quant.h"))
+                                  "prefill_attention.cpp", "greedy.cpp", "gemv.cpp", "decode_stack.cpp"))
+_HEADERS = tuple(Path(__file__).parent / "csrc" / name for name in ("amx_tiles.h", "bf16_vec.h", "decode_stack.h", "fp8.h",
+                                                                      "kernels.h", "row_quant.h"))
 _FLAGS = ["-O3", "-march=native", "-fopenmp", "-ffast-math"]
 
 

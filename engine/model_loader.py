@@ -77,6 +77,8 @@ def load_model(files: ModelFiles, hf_config, dtype: torch.dtype, device: torch.d
         logger.info("quantized %d linear layers to %s (weight-only)", swapped, quantization)
     if can_pack(dtype, device):
         pack_linears(model)
+    if hasattr(model, "build_decode_stack"):
+        model.build_decode_stack()
     return model
 
 

@@ -1,33 +1,8 @@
 // The Python module of dyno's CPU kernels: each kernel lives in its own source file.
 #include <torch/extension.h>
 
-#include <tuple>
-
-at::Tensor paged_decode(const at::Tensor& q, const at::Tensor& kv, const at::Tensor& table,
-                        const at::Tensor& ctx_lens, int64_t block_size, int64_t window,
-                        double scale, double k_scale, double v_scale);
-std::tuple<at::Tensor, at::Tensor> add_rms_norm(const at::Tensor& x, const c10::optional<at::Tensor>& residual,
-                                                const at::Tensor& weight, double eps);
-std::tuple<at::Tensor, at::Tensor> rotary(const at::Tensor& q, const at::Tensor& k,
-                                          const at::Tensor& cos, const at::Tensor& sin);
-at::Tensor silu_and_mul(const at::Tensor& x);
-bool amx_available();
-at::Tensor amx_int8_linear(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& scale,
-                           const c10::optional<at::Tensor>& bias);
-at::Tensor amx_int4_linear(const at::Tensor& x, const at::Tensor& codes, const at::Tensor& scales_zeros,
-                           const c10::optional<at::Tensor>& bias);
-at::Tensor amx_bf16_linear(const at::Tensor& x, const at::Tensor& packed, int64_t n,
-                           const c10::optional<at::Tensor>& bias);
-at::Tensor prefill_attention(const at::Tensor& q, const at::Tensor& kv, const at::Tensor& query_starts,
-                             const at::Tensor& slots, const at::Tensor& context_starts, int64_t window,
-                             double scale, double k_scale, double v_scale);
-at::Tensor argmax_rows(const at::Tensor& logits);
-bool gemv_available();
-at::Tensor int4_gemv(const at::Tensor& x, const at::Tensor& codes, const at::Tensor& params,
-                     const c10::optional<at::Tensor>& bias);
-void kv_write(at::Tensor& kv, const at::Tensor& k, const at::Tensor& v, const at::Tensor& slots);
-void kv_write_fp8(at::Tensor& kv, const at::Tensor& k, const at::Tensor& v, const at::Tensor& slots,
-                  double k_scale, double v_scale);
+#include "decode_stack.h"
+#include "kernels.h"
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("paged_decode", &paged_decode, "paged decode attention (CPU)");
@@ -43,5 +18,24 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("silu_and_mul", &silu_and_mul, "bf16 SiLU(gate) * up (CPU)");
   m.def("gemv_available", &gemv_available, "whether int4_gemv was built (AVX-512 VNNI)");
   m.def("int4_gemv", &int4_gemv, "bf16 x int4 (groups of 32) linear for 1-4 rows, VNNI sums (CPU)");
+  pybind11::class_<dyno_stack::Linear>(m, "StackLinear")
+      .def(pybind11::init([](int64_t kind, at::Tensor weight, at::Tensor params, at::Tensor gemv_codes,
+                             at::Tensor gemv_params, int64_t out_features, int64_t gemv_up_to_rows,
+                             c10::optional<at::Tensor> bias) {
+        return dyno_stack::Linear{kind, weight, params, gemv_codes, gemv_params, out_features,
+                                  gemv_up_to_rows, bias};
+      }));
+  pybind11::class_<dyno_stack::Layer>(m, "StackLayer")
+      .def(pybind11::init([](at::Tensor input_norm, at::Tensor post_norm, double eps, dyno_stack::Linear qkv,
+                             dyno_stack::Linear o, dyno_stack::Linear gate_up, dyno_stack::Linear down,
+                             int64_t num_heads, int64_t num_kv_heads, int64_t head_dim, int64_t window,
+                             double scale) {
+        return dyno_stack::Layer{input_norm, post_norm, eps, qkv, o, gate_up, down,
+                                 num_heads, num_kv_heads, head_dim, window, scale};
+      }));
+  pybind11::class_<dyno_stack::Stack>(m, "DecodeStack")
+      .def(pybind11::init([](std::vector<dyno_stack::Layer> layers) { return dyno_stack::Stack{std::move(layers)}; }))
+      .def("forward", &dyno_stack::Stack::forward,
+           "a decode step through every decoder layer, the same kernels as the Python layers (CPU)");
   m.def("argmax_rows", &argmax_rows, "greedy tokens: each bf16 row's first largest logit (CPU)");
 }

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from engine.attention import AttentionMetadata, KVCacheLayer, make_attention
+from engine.models.decode_stack import DecodeStack
 from engine.models.ops import make_ops
 from engine.models.rope import RotaryEmbedding
 
@@ -130,12 +131,21 @@ class LlamaForCausalLM(nn.Module):
         if a.tie_word_embeddings:
             self.lm_head.weight = self.embed_tokens.weight
         self.rotary = RotaryEmbedding(hf_config, a.head_dim)
+        self.decode_stack: DecodeStack | None = None  # set by build_decode_stack, once the weights are final
+
+    def build_decode_stack(self) -> None:
+        """Decode steps through engine/csrc's decode stack where every layer has its kernels
+        (call after the linears are quantized or packed)."""
+        self.decode_stack = DecodeStack.build(self)
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor,
                 kv_caches: list[KVCacheLayer], meta: AttentionMetadata) -> torch.Tensor:
         """input_ids, positions: [num_tokens] -> hidden states [num_tokens, hidden_size]."""
         x = self.embed_tokens(input_ids)
         cos_sin = self.rotary.cos_sin(positions, x.dtype)
+        if self.decode_stack is not None and self.decode_stack.takes(x, kv_caches, meta):
+            x, residual = self.decode_stack(x, cos_sin, kv_caches, meta)
+            return self.norm.add(x, residual)[0]
         residual = None
         for layer, cache in zip(self.layers, kv_caches):
             x, residual = layer(x, residual, cos_sin, cache, meta)

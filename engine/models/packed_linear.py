@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from engine.models import amx_layout
+from engine.models.decode_stack import KernelSpec
 
 
 def can_pack(dtype: torch.dtype, device: torch.device) -> bool:
@@ -39,6 +40,11 @@ class PackedLinear(nn.Module):
             self.packed = None
         else:
             self.packed = torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach(), 1)
+
+    def kernel_spec(self) -> KernelSpec | None:
+        if self._amx is None:
+            return None
+        return KernelSpec("bf16", self.tiles, None, self.out_features, self.bias, amx_layout.UP_TO_ROWS)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._amx is None:

@@ -41,6 +41,7 @@ import torch
 from torch import nn
 
 from engine.models import amx_layout
+from engine.models.decode_stack import KernelSpec
 from engine.models.packed_linear import PackedLinear, can_pack
 
 METHODS = ("int8", "int4")
@@ -157,6 +158,12 @@ class Int8Linear(_WeightOnlyLinear):
     def _amx_matmul(self, x: torch.Tensor) -> torch.Tensor:
         return self._amx.amx_int8_linear(x, self.qweight, self.scale, self.bias)
 
+    def kernel_spec(self) -> KernelSpec | None:
+        if self._amx is None:
+            return None
+        return KernelSpec("int8", self.qweight, self.scale, self.scale.numel(), self.bias,
+                          self.amx_below_rows)
+
     def _matmul(self, x: torch.Tensor) -> torch.Tensor:
         return torch.ops.aten._weight_int8pack_mm(x, self.qweight, self.scale)
 
@@ -183,6 +190,13 @@ class Int4Linear(_WeightOnlyLinear):
 
     def _amx_matmul(self, x: torch.Tensor) -> torch.Tensor:
         return self._amx.amx_int4_linear(x, self.amx_codes, self.amx_params, self.bias)
+
+    def kernel_spec(self) -> KernelSpec | None:
+        if self._amx is None:
+            return None
+        return KernelSpec("int4", self.amx_codes, self.amx_params, self.dense.out_features, self.bias,
+                          self.amx_below_rows or amx_layout.UP_TO_ROWS, self.gemv_codes,
+                          self.gemv_params, self.gemv_up_to_rows)
 
     def _matmul(self, x: torch.Tensor) -> torch.Tensor:
         return torch.ops.aten._weight_int4pack_mm_for_cpu(x, self.packed, INT4_GROUP,
