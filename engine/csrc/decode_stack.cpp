@@ -1,6 +1,7 @@
 // A decode step's decoder layers in one call: the same kernels, in the same order and on the
 // same views, as the Python layers run them (engine/models/llama.py), so the outputs are the
-// same bits; what goes is the Python between them, ~50 us a layer at 32 sequences.
+// same bits; what goes is the Python between them. Offline decode steps of the default model
+// (int4, fp8 cache): 32 sequences 21.7-21.9 -> 18.0-18.1 ms, one 6.5-6.7 -> 4.9-5.1 ms.
 #include "decode_stack.h"
 
 #include "kernels.h"
