@@ -14,10 +14,12 @@ at::Tensor Linear::operator()(const at::Tensor& x) const {
       return amx_bf16_linear(x, weight, out_features, bias);
     case kInt8:
       return amx_int8_linear(x, weight, params, bias);
-    default:
+    case kInt4:
       if (x.size(0) <= gemv_up_to_rows) return int4_gemv(x, gemv_codes, gemv_params, bias);
       return amx_int4_linear(x, weight, params, bias);
   }
+  TORCH_CHECK(false, "decode stack: unknown linear kind ", kind);
+  return {};
 }
 
 namespace {

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 
 KINDS = {"bf16": 0, "int8": 1, "int4": 2}  # decode_stack.h's Linear::Kind
+_CACHE_DTYPES = (torch.bfloat16, torch.float8_e4m3fn, torch.float8_e5m2)  # paged_decode's, with bf16 queries
 
 
 @dataclass(frozen=True)
@@ -76,8 +77,6 @@ class DecodeStack:
                                    kv_caches[0].block_size)
 
 
-_CACHE_DTYPES = (torch.bfloat16, torch.float8_e4m3fn, torch.float8_e5m2)
-
 
 def _or(t: torch.Tensor | None, default: torch.Tensor) -> torch.Tensor:
     return default if t is None else t
@@ -85,16 +84,11 @@ def _or(t: torch.Tensor | None, default: torch.Tensor) -> torch.Tensor:
 
 def _kernels_of(layers):
     """The C++ kernels when every layer's norms and attention run on them, else None."""
-    kernels = None
-    for L in layers:
-        attn, ops = L.self_attn.attn, L.self_attn.ops
-        found = getattr(attn, "kernels", None)
-        if found is None or getattr(ops, "kernels", None) is not found:
-            return None
-        kernels = found
+    kernels = getattr(layers[0].self_attn.attn, "kernels", None) if layers else None
     if kernels is None or not hasattr(kernels, "DecodeStack") or not kernels.amx_available():
         return None
-    return kernels
+    pieces = [piece for L in layers for piece in (L.self_attn.attn, L.self_attn.ops)]
+    return kernels if all(getattr(p, "kernels", None) is kernels for p in pieces) else None
 
 
 def _spec(linear) -> KernelSpec | None:

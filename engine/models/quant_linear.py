@@ -127,9 +127,14 @@ class _WeightOnlyLinear(nn.Module):
             return out if self.bias is None else out + self.bias
         if rows <= self.gemv_up_to_rows:
             return self._gemv(x)
-        if rows < (self.amx_below_rows or amx_layout.UP_TO_ROWS):
+        if rows < self.amx_rows:
             return self._amx_matmul(x)
         return self.dense(x)
+
+    @property
+    def amx_rows(self) -> int:
+        """With AMX, batches below this many rows take the AMX kernels."""
+        return self.amx_below_rows or amx_layout.UP_TO_ROWS
 
     def _matmul(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -161,8 +166,7 @@ class Int8Linear(_WeightOnlyLinear):
     def kernel_spec(self) -> KernelSpec | None:
         if self._amx is None:
             return None
-        return KernelSpec("int8", self.qweight, self.scale, self.scale.numel(), self.bias,
-                          self.amx_below_rows)
+        return KernelSpec("int8", self.qweight, self.scale, self.scale.numel(), self.bias, self.amx_rows)
 
     def _matmul(self, x: torch.Tensor) -> torch.Tensor:
         return torch.ops.aten._weight_int8pack_mm(x, self.qweight, self.scale)
@@ -195,8 +199,7 @@ class Int4Linear(_WeightOnlyLinear):
         if self._amx is None:
             return None
         return KernelSpec("int4", self.amx_codes, self.amx_params, self.dense.out_features, self.bias,
-                          self.amx_below_rows or amx_layout.UP_TO_ROWS, self.gemv_codes,
-                          self.gemv_params, self.gemv_up_to_rows)
+                          self.amx_rows, self.gemv_codes, self.gemv_params, self.gemv_up_to_rows)
 
     def _matmul(self, x: torch.Tensor) -> torch.Tensor:
         return torch.ops.aten._weight_int4pack_mm_for_cpu(x, self.packed, INT4_GROUP,
