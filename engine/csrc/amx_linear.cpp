@@ -10,6 +10,7 @@
 // and AMX-INT8 multiplies their high and low bytes by the weights as they lie; one scale per
 // output channel is applied after the sum, x @ (q * s) == (x @ q) * s.
 #include <ATen/ATen.h>
+#include <omp.h>
 #include <c10/util/Optional.h>
 
 #if defined(__x86_64__)
@@ -33,6 +34,8 @@ constexpr int64_t kRows = dyno_amx::kRows;
 // Input blocks of a panel fetched ahead of the one worked on: 4 beat 2 and 8 here (measured
 // when int8 panels were converted too, 1 KiB a block).
 constexpr int64_t kPrefetchBlocks = 4;
+// Input blocks of the next panel converted while a panel's tiles drain (see row_block).
+constexpr int64_t kAheadBlocks = 4;
 
 constexpr int64_t kBlock = 2 * kRows * kPanel;  // one input block of a panel, both halves
 
@@ -95,15 +98,18 @@ struct Int4Panel {
 
 // C tiles 0-3 = rows [0,16) x cols [0,16), [0,16) x [16,32), [16,32) x [0,16), [16,32) x [16,32)
 // of a 32 x 32 block; tiles 4, 5 hold activations, 6, 7 the panel's two halves. On a panel's
-// first row block each input block is converted just before its tiles load, so the vector work
-// runs beside the tile unit's; later row blocks take the converted panel from `buffer`.
-template <bool kTwoTiles, typename Panel>
+// first row block each input block from `converted` on is converted just before its tiles load,
+// so the vector work runs beside the tile unit's; the rest (and later row blocks) take the
+// converted panel from `buffer`. ahead() runs between the last tile op and the stores, which
+// wait for the tile unit to finish: vector work for the next panel fits there.
+template <bool kTwoTiles, typename Panel, typename Ahead>
 __attribute__((target("amx-tile,amx-bf16,avx512f,avx512bw,avx512bf16")))
-void row_block(const bf16* x, int64_t k, const Panel& source, bool first, bf16* buffer, float* c) {
+void row_block(const bf16* x, int64_t k, const Panel& source, int64_t converted, bf16* buffer, float* c,
+               Ahead ahead) {
   _tile_zero(0); _tile_zero(1);
   if (kTwoTiles) { _tile_zero(2); _tile_zero(3); }
   for (int64_t kb = 0; kb < k / kKBlock; ++kb) {
-    const bf16* b = first ? source.load(kb, buffer + kb * kBlock) : source.kept(kb, buffer + kb * kBlock);
+    const bf16* b = kb >= converted ? source.load(kb, buffer + kb * kBlock) : source.kept(kb, buffer + kb * kBlock);
     _tile_loadd(4, x + kb * kKBlock, k * 2);
     _tile_loadd(6, b, 64);
     _tile_loadd(7, b + kBlock / 2, 64);
@@ -113,6 +119,7 @@ void row_block(const bf16* x, int64_t k, const Panel& source, bool first, bf16* 
       _tile_dpbf16ps(2, 5, 6); _tile_dpbf16ps(3, 5, 7);
     }
   }
+  ahead();
   _tile_stored(0, c, kPanel * 4); _tile_stored(1, c + 16, kPanel * 4);
   if (kTwoTiles) {
     _tile_stored(2, c + kRows * kPanel, kPanel * 4);
@@ -149,23 +156,38 @@ at::Tensor multiply(const at::Tensor& x, int64_t n, PanelAt panel_at, const c10:
 #pragma omp parallel
   {
     dyno_amx::configure();
-    // Left uninitialized (every block is written before it is read): a vector's fill of
-    // k * 32 elements, one at a time, took ~20% of a 32-row call.
-    const std::unique_ptr<bf16[]> panel(new bf16[k * kPanel]);
+    // Two panels' buffers, left uninitialized (every block is written before it is read: a
+    // vector's fill of them, one element at a time, took ~20% of a 32-row call).
+    const std::unique_ptr<bf16[]> buffers(new bf16[2 * k * kPanel]);
     alignas(64) float c[2 * kRows * kPanel];
-#pragma omp for schedule(static)
-    for (int64_t p = 0; p < n / kPanel; ++p) {
+    // The static split over the threads, by hand: each thread's next panel is known.
+    const int64_t panels = n / kPanel, threads = omp_get_num_threads(), t = omp_get_thread_num();
+    const int64_t end = panels * (t + 1) / threads;
+    const int64_t ahead_blocks = std::min<int64_t>(kAheadBlocks, k / kKBlock);
+    int64_t converted = 0;  // blocks of this panel converted while the last one drained
+    for (int64_t p = panels * t / threads; p < end; ++p) {
       const Panel source = panel_at(p);
+      bf16* buffer = buffers.get() + (p % 2) * k * kPanel;
+      bf16* next_buffer = buffers.get() + (1 - p % 2) * k * kPanel;
       const int64_t col = p * kPanel;
+      int64_t converted_next = 0;
       for (int64_t r = 0; r < m_pad; r += 2 * kRows) {
         const int64_t rows = std::min<int64_t>(2 * kRows, m_pad - r);
+        auto ahead = [&] {
+          if (r + rows < m_pad || p + 1 >= end) return;
+          const Panel next = panel_at(p + 1);
+          for (int64_t kb = 0; kb < ahead_blocks; ++kb) next.load(kb, next_buffer + kb * kBlock);
+          converted_next = ahead_blocks;
+        };
+        const int64_t ready = r == 0 ? converted : k / kKBlock;  // blocks already in buffer
         if (rows == 2 * kRows) {
-          row_block<true>(xd + r * k, k, source, r == 0, panel.get(), c);
+          row_block<true>(xd + r * k, k, source, ready, buffer, c, ahead);
         } else {
-          row_block<false>(xd + r * k, k, source, r == 0, panel.get(), c);
+          row_block<false>(xd + r * k, k, source, ready, buffer, c, ahead);
         }
         store_rows(c, std::min(rows, m - r), bd ? bd + col : nullptr, od + r * n + col, n);
       }
+      converted = converted_next;
     }
     dyno_amx::release();
   }
