@@ -77,7 +77,6 @@ class DecodeStack:
                                    kv_caches[0].block_size)
 
 
-
 def _or(t: torch.Tensor | None, default: torch.Tensor) -> torch.Tensor:
     return default if t is None else t
 

@@ -16,6 +16,12 @@ pytestmark = pytest.mark.skipif(
 PROMPTS = [[(7 * i + 3 * j) % 500 + 1 for j in range(5 + 9 * i)] for i in range(5)]
 
 
+def _tiny_llm(tiny_models, arch: str, **kwargs) -> LLM:
+    # 64 blocks hold every test's contexts; the default pool takes seconds to allocate
+    path, _ = tiny_models[arch]
+    return LLM(str(path), skip_tokenizer_init=True, max_model_len=256, num_gpu_blocks_override=64, **kwargs)
+
+
 def _generate(llm: LLM, prompts: list[list[int]]) -> list[tuple[list[int], list[float]]]:
     # 40 tokens: the longest context crosses the mistral model's 24-token window
     params = SamplingParams(max_tokens=40, ignore_eos=True, temperature=0, logprobs=2)
@@ -42,10 +48,8 @@ def _with_and_without_stack(llm: LLM, prompts):
 @pytest.mark.parametrize("quantization,kv_cache_dtype", [(None, "auto"), ("int8", "auto"),
                                                           ("int4", "auto"), ("int4", "fp8")])
 def test_decode_steps_match_the_python_layers(tiny_models, arch, quantization, kv_cache_dtype):
-    path, _ = tiny_models[arch]
-    llm = LLM(str(path), skip_tokenizer_init=True, dtype="bfloat16", quantization=quantization,
-              kv_cache_dtype=kv_cache_dtype, max_model_len=256,
-              num_gpu_blocks_override=64)
+    llm = _tiny_llm(tiny_models, arch, dtype="bfloat16", quantization=quantization,
+                    kv_cache_dtype=kv_cache_dtype)
     with_stack, without = _with_and_without_stack(llm, PROMPTS)
     assert with_stack == without
     assert [len(tokens) for tokens, _ in with_stack] == [40] * len(PROMPTS)
@@ -54,15 +58,13 @@ def test_decode_steps_match_the_python_layers(tiny_models, arch, quantization, k
 @pytest.mark.parametrize("num_prompts", [1, 3])
 def test_few_row_int4_steps_match_the_python_layers(tiny_models, num_prompts):
     """One to four rows take int4's VNNI kernel instead of AMX, in the stack as in Python."""
-    path, _ = tiny_models["llama"]
-    llm = LLM(str(path), skip_tokenizer_init=True, quantization="int4", max_model_len=256, num_gpu_blocks_override=64)
+    llm = _tiny_llm(tiny_models, "llama", quantization="int4")
     with_stack, without = _with_and_without_stack(llm, PROMPTS[:num_prompts])
     assert with_stack == without
 
 
 def test_the_stack_takes_only_small_decode_only_steps(tiny_models):
-    path, _ = tiny_models["llama"]
-    llm = LLM(str(path), skip_tokenizer_init=True, quantization="int8", max_model_len=256, num_gpu_blocks_override=64)
+    llm = _tiny_llm(tiny_models, "llama", quantization="int8")
     stack, caches = llm.engine.runner.model.decode_stack, llm.engine.runner.kv_caches
     assert stack.below_rows == 256  # the int8 layers' AMX bound
 
@@ -78,6 +80,5 @@ def test_the_stack_takes_only_small_decode_only_steps(tiny_models):
 
 
 def test_float32_models_keep_the_python_layers(tiny_models):
-    path, _ = tiny_models["llama"]
-    llm = LLM(str(path), skip_tokenizer_init=True, dtype="float32", max_model_len=256, num_gpu_blocks_override=64)
+    llm = _tiny_llm(tiny_models, "llama", dtype="float32")
     assert llm.engine.runner.model.decode_stack is None
