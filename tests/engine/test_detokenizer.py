@@ -94,6 +94,23 @@ def test_deltas_concatenate_to_decode(which, any_ids, request):
             assert not any("\ufffd" in d for d in deltas), ids
 
 
+def test_tokenizers_that_clean_up_spaces_keep_their_clean_up():
+    """A fast tokenizer set to clean up spaces before punctuation (WordPiece, as BERT's) is
+    decoded through transformers, clean-up included; the others go straight to `tokenizers`."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"[UNK]": 0, "hello": 1, ",": 2, "world": 3, ".": 4, "it": 5, "'": 6, "s": 7}
+    raw = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
+    raw.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    raw.decoder = decoders.WordPiece(cleanup=False)  # the clean-up left to transformers
+    tok = PreTrainedTokenizerFast(tokenizer_object=raw, unk_token="[UNK]", clean_up_tokenization_spaces=True)
+    ids = tok("hello , world .", add_special_tokens=False).input_ids
+    assert tok.backend_tokenizer.decode(ids) == "hello , world ."
+    deltas, _ = _stream(tok, ids, random.Random(0))
+    assert "".join(deltas) == tok.decode(ids) == "hello, world."
+
+
 @pytest.mark.parametrize("which", ["tokenizer", "metaspace_tokenizer"])
 def test_split_characters_are_held_back_not_garbled(which, request):
     tok = request.getfixturevalue(which)
