@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 # subcommand -> (module, function, one-line summary). Modules import lazily so that
@@ -17,6 +18,29 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "report": ("reports.cli", "report_main", "plots and an HTML/Markdown/CSV report from runs and studies"),
     "tui": ("tui.cli", "main", "the operator dashboard: servers, live metrics, bench, tune, replay"),
 }
+
+
+# Commands that run dyno's engine in this process.
+ENGINE_COMMANDS = ("serve", "generate")
+# Any of these set by the user leaves the OpenMP runtime's thread placement to them.
+_THREAD_PLACEMENT_VARS = ("OMP_PROC_BIND", "OMP_PLACES", "GOMP_CPU_AFFINITY", "KMP_AFFINITY")
+
+
+def bind_engine_threads(environ=os.environ) -> bool:
+    """One OpenMP thread per core, each kept on its own core (as vLLM's CPU build binds its
+    threads), unless the user placed them. Must run before torch loads the OpenMP runtime.
+
+    Unbound, the kernels' threads wander between the cores and leave their caches behind, and
+    the HTTP thread lands on either. Bound, the HTTP thread (started after the runtime binds
+    the main thread) shares the main thread's core, where the GIL serializes the two anyway,
+    and the other core's thread runs undisturbed: `dyno serve --quantization int4
+    --kv-cache-dtype fp8`, 64 requests at concurrency 32 on 2 cores, six alternating pairs,
+    882-966 against 795-888 tok/s (each pair bound ahead). Returns whether it bound them."""
+    if any(environ.get(name) for name in _THREAD_PLACEMENT_VARS):
+        return False
+    environ["OMP_PROC_BIND"] = "true"
+    environ["OMP_PLACES"] = "cores"
+    return True
 
 
 def _usage() -> str:
@@ -36,4 +60,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"dyno: unknown command {name!r}; run `dyno --help` for the list.", file=sys.stderr)
         return 2
     module, func, _ = COMMANDS[name]
+    if name in ENGINE_COMMANDS:
+        bind_engine_threads()
     return int(getattr(importlib.import_module(module), func)(rest) or 0)

@@ -439,6 +439,23 @@ def test_fuzz_openapi_no_server_errors(main_server, api, mode):
     assert api.get("/health").status_code == 200
 
 
+def test_engine_threads_are_bound_one_per_core(main_server):
+    """`dyno serve` keeps each OpenMP thread on its own core unless the user placed them
+    (dyno/cli.py): the server's threads include one pinned to each of at least two cores."""
+    import os
+    from pathlib import Path
+
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("one CPU here: no cores to spread the threads over")
+    pinned = set()
+    for status in Path(f"/proc/{main_server.proc.pid}/task").glob("*/status"):
+        allowed = next(line.split()[1] for line in status.read_text().splitlines()
+                       if line.startswith("Cpus_allowed_list"))
+        if allowed.isdigit():
+            pinned.add(int(allowed))
+    assert len(pinned) >= 2, pinned
+
+
 # -- flag mistakes stop start-up with one line, before the model loads -----------------------
 
 
