@@ -22,13 +22,17 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 
 # Commands that run dyno's engine in this process.
 ENGINE_COMMANDS = ("serve", "generate")
-# Any of these set by the user leaves the OpenMP runtime's thread placement to them.
-_THREAD_PLACEMENT_VARS = ("OMP_PROC_BIND", "OMP_PLACES", "GOMP_CPU_AFFINITY", "KMP_AFFINITY")
+# Any of these set leaves the OpenMP runtime's threads where the OS puts them: a placement is
+# the user's, and a thread count says this process shares the machine (trials side by side on
+# one node, say), where every process would bind its threads to the same first cores.
+_THREAD_PLACEMENT_VARS = ("OMP_PROC_BIND", "OMP_PLACES", "GOMP_CPU_AFFINITY", "KMP_AFFINITY",
+                          "OMP_NUM_THREADS")
 
 
 def bind_engine_threads(environ=os.environ) -> bool:
     """One OpenMP thread per core, each kept on its own core (as vLLM's CPU build binds its
-    threads), unless the user placed them. Must run before torch loads the OpenMP runtime.
+    threads), unless the user placed or counted them. Must run before torch loads the OpenMP
+    runtime.
 
     Unbound, the kernels' threads wander between the cores and leave their caches behind, and
     the HTTP thread lands on either. Bound, the HTTP thread (started after the runtime binds
