@@ -7,11 +7,14 @@ None and keep to the torch path.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import functools
 import hashlib
 import logging
 import os
 import platform
+from collections.abc import Iterator
 from pathlib import Path
 
 from engine.model_source import cache_root
@@ -58,6 +61,18 @@ def _put_ninja_on_path() -> None:
         os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
 
 
+@contextlib.contextmanager
+def _build_lock(build: Path) -> Iterator[None]:
+    """One process builds at a time. torch's own lock is a file it deletes when done, so a build
+    killed midway (Ctrl-C during the first start) left it behind and every later start waited on
+    it forever. An flock is dropped by the OS when its holder dies; whoever holds it knows no
+    build is running, so a leftover torch lock is stale and goes."""
+    with open(build / "dyno.lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        (build / "lock").unlink(missing_ok=True)
+        yield
+
+
 @functools.cache
 def load():
     """The compiled module, or None when kernels are off or cannot be built here."""
@@ -71,9 +86,10 @@ def load():
         build.mkdir(parents=True, exist_ok=True)
         if not any(build.glob("*.so")):
             logger.info("building dyno's CPU kernels into %s (once per machine, about a minute)", build)
-        return cpp_extension.load("dyno_cpu_kernels", [str(s) for s in _SOURCES],
-                                  extra_cflags=_FLAGS, extra_ldflags=["-fopenmp"],
-                                  build_directory=str(build), verbose=False)
+        with _build_lock(build):
+            return cpp_extension.load("dyno_cpu_kernels", [str(s) for s in _SOURCES],
+                                      extra_cflags=_FLAGS, extra_ldflags=["-fopenmp"],
+                                      build_directory=str(build), verbose=False)
     except Exception as e:  # no compiler, no ninja, a failed build: the torch path still works
         logger.warning("dyno's CPU kernels unavailable (%s); using torch's ops",
                        str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
