@@ -42,5 +42,10 @@ inline __m512 exp(__m512 x) {
   return _mm512_scalef_ps(p, n);
 }
 
+// silu(g) = g / (1 + e^-g), in fp32.
+inline __m512 silu(__m512 g) {
+  return _mm512_div_ps(g, _mm512_add_ps(_mm512_set1_ps(1.f), exp(_mm512_sub_ps(_mm512_setzero_ps(), g))));
+}
+
 }  // namespace dyno_vec
 #endif

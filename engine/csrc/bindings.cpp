@@ -14,6 +14,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("amx_int8_linear", &amx_int8_linear, "bf16 x int8 weight-only linear on AMX (CPU)");
   m.def("amx_int4_linear", &amx_int4_linear, "bf16 x int4 (groups of 32) weight-only linear on AMX (CPU)");
   m.def("amx_bf16_linear", &amx_bf16_linear, "bf16 linear on AMX, weights in tile order (CPU)");
+  m.def("amx_gemm", &amx_gemm, "bf16 linear for prompt-sized batches on AMX, optionally with SiLU-and-mul fused (CPU)");
   m.def("prefill_attention", &prefill_attention, "causal prompt attention on AMX, bf16 or fp8 cache, head_dim 64 (CPU)");
   m.def("silu_and_mul", &silu_and_mul, "bf16 SiLU(gate) * up (CPU)");
   m.def("gemv_available", &gemv_available, "whether int4_gemv was built (AVX-512 VNNI)");

@@ -89,11 +89,8 @@ void rotate_head(const bf16* x, const bf16* c, const bf16* s, bf16* out, int64_t
 void silu_row(const bf16* g, const bf16* u, bf16* out, int64_t inner) {
   int64_t d = 0;
 #if defined(__AVX512BF16__)
-  for (const __m512 one = _mm512_set1_ps(1.f); d + kLanes <= inner; d += kLanes) {
-    const __m512 gv = load(g + d);
-    const __m512 e = exp(_mm512_sub_ps(_mm512_setzero_ps(), gv));
-    const __m512 silu = _mm512_div_ps(gv, _mm512_add_ps(one, e));
-    store(out + d, _mm512_mul_ps(round(silu), load(u + d)));
+  for (; d + kLanes <= inner; d += kLanes) {
+    store(out + d, _mm512_mul_ps(round(silu(load(g + d))), load(u + d)));
   }
 #endif
   for (; d < inner; ++d) {

@@ -22,6 +22,8 @@ at::Tensor amx_int4_linear(const at::Tensor& x, const at::Tensor& codes, const a
                            const c10::optional<at::Tensor>& bias);
 at::Tensor amx_bf16_linear(const at::Tensor& x, const at::Tensor& packed, int64_t n,
                            const c10::optional<at::Tensor>& bias);
+at::Tensor amx_gemm(const at::Tensor& x, const at::Tensor& packed, int64_t n,
+                    const c10::optional<at::Tensor>& bias, bool silu_mul);
 at::Tensor prefill_attention(const at::Tensor& q, const at::Tensor& kv, const at::Tensor& query_starts,
                              const at::Tensor& slots, const at::Tensor& context_starts, int64_t window,
                              double scale, double k_scale, double v_scale);

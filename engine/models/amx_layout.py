@@ -29,6 +29,13 @@ def tile_order(weight: torch.Tensor) -> torch.Tensor:
     return weight.reshape(n // TILE, 2, 16, k // TILE, 16, 2).permute(0, 3, 1, 4, 2, 5).contiguous()
 
 
+def interleave_gate_up(t: torch.Tensor) -> torch.Tensor:
+    """A fused gate/up weight [2 * I, K] (or bias [2 * I]) with its rows in sixteens, gate then
+    up: every 32-channel panel then holds both halves of 16 outputs of SiLU-and-mul."""
+    half = t.shape[0] // 2
+    return t.reshape(2, half // 16, 16, *t.shape[1:]).transpose(0, 1).reshape(t.shape)
+
+
 def pack_int8(q: torch.Tensor) -> torch.Tensor:
     """An int8 weight [N, K] in the order amx_int8_linear reads it, inputs in fours for AMX-INT8:
     [N/32][K/64][2][16][16][4] (panel, 64 inputs, 16-channel half, four inputs, channel, member),

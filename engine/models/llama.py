@@ -97,7 +97,11 @@ class MLP(nn.Module):
         self.ops = ops
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(self.ops.silu_and_mul(self.gate_up_proj(x)))
+        fused = getattr(self.gate_up_proj, "silu_and_mul", None)  # a prompt kernel's, on AMX
+        h = fused(x) if fused is not None else None
+        if h is None:
+            h = self.ops.silu_and_mul(self.gate_up_proj(x))
+        return self.down_proj(h)
 
 
 class DecoderLayer(nn.Module):

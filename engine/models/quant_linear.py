@@ -24,8 +24,8 @@ speed, all int4 linears of the default model from a cold cache in 3.7 ms against
 5.3-5.5; it quantizes those rows to 15 bits and sums in integers); both methods take the AMX
 kernels below amx_below_rows (int8 on AMX-INT8 with its rows quantized the same way: the
 lm_head in 1.4-1.5 ms at 1 to 32 rows against 1.9-2.5 converting its weights to bf16), and from
-there (prompts) the dequantized weight in bf16 through torch's plain matmul: the same weights at
-bf16's speed, at the cost of holding both copies. On a CPU without AMX, batches of
+there (prompts) the dequantized weight in bf16 through engine/models/prompt_linear.py's kernel:
+the same weights at bf16's speed, at the cost of holding both copies. On a CPU without AMX, batches of
 DENSE_FROM_ROWS rows or more take the bf16 copy (packed for oneDNN) and smaller ones torch's
 kernels.
 
@@ -43,6 +43,7 @@ from torch import nn
 from engine.models import amx_layout
 from engine.models.decode_stack import KernelSpec
 from engine.models.packed_linear import PackedLinear, can_pack
+from engine.models.prompt_linear import PROMPT_FROM_ROWS, PromptLinear
 
 METHODS = ("int8", "int4")
 INT4_GROUP = 32
@@ -100,20 +101,20 @@ class _WeightOnlyLinear(nn.Module):
     gemv_up_to_rows = 0
     amx_below_rows: int | None = None  # None: amx_layout.UP_TO_ROWS
 
-    def __init__(self, linear: nn.Linear, dequantized: torch.Tensor) -> None:
+    def __init__(self, linear: nn.Linear, dequantized: torch.Tensor, gate_up: bool = False) -> None:
         super().__init__()
         self._amx = amx_layout.kernels_for(dequantized)
         self.bias = linear.bias
+        if self._amx is not None:  # prompts take the bf16 copy in tile order
+            self.dense = PromptLinear(dequantized, linear.bias, self._amx, gate_up)
+            return
         # skip_init: the random init its weight would get first took ~0.4 s of a load
         dense = torch.nn.utils.skip_init(_DenseCopy, linear.in_features, linear.out_features,
                                          bias=linear.bias is not None, device=dequantized.device)
         dense.weight = nn.Parameter(dequantized.to(torch.bfloat16), requires_grad=False)
         dense.bias = linear.bias
-        # The dense copy takes the batches the quantized kernels leave. With AMX those are
-        # prompts of UP_TO_ROWS rows and more, where torch's plain matmul beats oneDNN's packed
-        # weight (2048 rows, all linears of the default model: 178 vs 195 ms); without, small
-        # batches too, where packing wins.
-        packable = self._amx is None and can_pack(torch.bfloat16, dense.weight.device)
+        # Without AMX the dense copy takes small batches too, where packing it wins.
+        packable = can_pack(torch.bfloat16, dense.weight.device)
         self.dense = PackedLinear(dense, keep_weight=False) if packable else dense
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -134,7 +135,14 @@ class _WeightOnlyLinear(nn.Module):
     @property
     def amx_rows(self) -> int:
         """With AMX, batches below this many rows take the AMX kernels."""
-        return self.amx_below_rows or amx_layout.UP_TO_ROWS
+        return self.amx_below_rows or PROMPT_FROM_ROWS
+
+    def silu_and_mul(self, x: torch.Tensor) -> torch.Tensor | None:
+        """SiLU(gate) * up straight from a gate/up layer's prompt kernel; None for batches (or
+        layers) it does not take."""
+        if (self._amx is None or not self.dense.gate_up or x.dim() != 2 or x.shape[0] < self.amx_rows):
+            return None
+        return self.dense.silu_and_mul(x)
 
     def _matmul(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -149,10 +157,10 @@ class _WeightOnlyLinear(nn.Module):
 class Int8Linear(_WeightOnlyLinear):
     amx_below_rows = INT8_AMX_BELOW_ROWS
 
-    def __init__(self, linear: nn.Linear) -> None:
+    def __init__(self, linear: nn.Linear, gate_up: bool = False) -> None:
         q, scale = quantize_int8(linear.weight.detach())
         scale = scale.to(torch.bfloat16)
-        super().__init__(linear, q.float() * scale.float()[:, None])
+        super().__init__(linear, q.float() * scale.float()[:, None], gate_up)
         if self._amx is not None:  # then torch's int8 kernel is never called
             self.register_buffer("qweight", amx_layout.pack_int8(q))
             self.register_buffer("scale", scale.float())
@@ -175,10 +183,10 @@ class Int8Linear(_WeightOnlyLinear):
 class Int4Linear(_WeightOnlyLinear):
     gemv_up_to_rows = INT4_GEMV_UP_TO_ROWS
 
-    def __init__(self, linear: nn.Linear) -> None:
+    def __init__(self, linear: nn.Linear, gate_up: bool = False) -> None:
         codes, scales_and_zeros = quantize_int4(linear.weight.detach())
         scales_and_zeros = scales_and_zeros.to(torch.bfloat16)
-        super().__init__(linear, dequantize_int4(codes, scales_and_zeros.float()))
+        super().__init__(linear, dequantize_int4(codes, scales_and_zeros.float()), gate_up)
         if self._amx is None:
             self.register_buffer("packed", torch.ops.aten._convert_weight_to_int4pack_for_cpu(
                 codes, _INNER_K_TILES))
@@ -223,6 +231,7 @@ def quantize_linears(model: nn.Module, method: str) -> int:
         for name, child in list(parent.named_children()):
             if type(child) is not nn.Linear or not can_quantize(child, method):
                 continue
-            setattr(parent, name, Int8Linear(child) if name == "lm_head" else kind(child))
+            layer = Int8Linear(child) if name == "lm_head" else kind(child, gate_up=name == "gate_up_proj")
+            setattr(parent, name, layer)
             swapped += 1
     return swapped

@@ -93,7 +93,7 @@ def test_quantized_weights_agree_with_fp32(reference, monkeypatch, method, path)
     if path != "as-teacher-forced":  # as decode steps of many, or of one to four, sequences run
         if amx_layout.kernels_for(torch.empty(32, 32)) is None:
             pytest.skip("no AMX here: quantized batches take the dequantized weights")
-        monkeypatch.setattr(amx_layout, "UP_TO_ROWS", 10 ** 9)
+        monkeypatch.setattr(quant_linear, "PROMPT_FROM_ROWS", 10 ** 9)
         monkeypatch.setattr(quant_linear.Int8Linear, "amx_below_rows", 10 ** 9)
         if path == "every-batch-on-gemv":
             monkeypatch.setattr(quant_linear.Int4Linear, "gemv_up_to_rows", 10 ** 9)

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from engine import LLM, SamplingParams
-from engine.models.amx_layout import UP_TO_ROWS
+from engine.models.prompt_linear import PROMPT_FROM_ROWS
 from engine.models.packed_linear import pack_linears
 from engine.models.quant_linear import (DENSE_FROM_ROWS, INT4_GEMV_UP_TO_ROWS, Int4Linear, Int8Linear,
                                         dequantize_int4, quantize_int4, quantize_int8, quantize_linears)
@@ -43,15 +43,16 @@ def test_int4_layer_computes_with_its_quantized_weight(linear):
 
 
 @pytest.mark.parametrize("rows", [2, INT4_GEMV_UP_TO_ROWS, INT4_GEMV_UP_TO_ROWS + 1, DENSE_FROM_ROWS + 3,
-                                  UP_TO_ROWS + 3])
+                                  PROMPT_FROM_ROWS + 3])
 @pytest.mark.parametrize("kind", [Int8Linear, Int4Linear])
 def test_batches_take_the_same_weights_as_single_rows(linear, kind, rows):
     """Batches go to other kernels than single rows (AMX, or the dequantized bf16 weight): each
     row gets what it gets alone, up to bf16 rounding of the weight and the sum."""
     layer = kind(linear)
     x = torch.randn(rows, 128, dtype=torch.bfloat16)
-    # the bf16 copy is held once: plain beside AMX (prompts only), else packed for oneDNN
-    assert (layer.dense.weight is None) != (getattr(layer.dense, "packed", None) is None)
+    # the bf16 copy is held once: in tile order beside AMX (prompts only), else packed for oneDNN
+    copies = [getattr(layer.dense, name, None) for name in ("weight", "packed", "tiles")]
+    assert sum(c is not None for c in copies) == 1
     one_at_a_time = torch.cat([layer(row[None]) for row in x])
     torch.testing.assert_close(layer(x).float(), one_at_a_time.float(), rtol=2e-2, atol=2e-2)
 
@@ -79,7 +80,9 @@ def test_packing_the_model_leaves_the_quantized_layers_one_bf16_copy(method):
     model.proj = nn.Linear(64, 32, bias=False).bfloat16()
     quantize_linears(model, method)
     pack_linears(model)
-    assert not [name for name, _ in model.named_buffers() if name.endswith("tiles")]
+    tensors = [*model.named_parameters(), *model.named_buffers()]
+    copies = [name for name, t in tensors if t.dtype == torch.bfloat16 and t.numel() == 64 * 32]
+    assert len(copies) == 1, copies
 
 
 @pytest.mark.parametrize("method", ["int8", "int4"])

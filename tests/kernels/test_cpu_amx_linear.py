@@ -13,6 +13,7 @@ from torch import nn
 from engine import cpu_kernels
 from engine.models.amx_layout import UP_TO_ROWS, pack_int4, pack_int8, tile_order
 from engine.models.packed_linear import PackedLinear
+from engine.models.prompt_linear import PROMPT_FROM_ROWS
 from engine.models.quant_linear import (INT4_GEMV_UP_TO_ROWS, INT8_AMX_BELOW_ROWS, Int4Linear, Int8Linear,
                                         dequantize_int4, quantize_int4, quantize_int8)
 
@@ -121,7 +122,7 @@ def test_shapes_the_tiles_cannot_take_are_refused():
 
 @pytest.mark.parametrize("kind, rows, on_amx", [
     (Int4Linear, INT4_GEMV_UP_TO_ROWS, False), (Int4Linear, INT4_GEMV_UP_TO_ROWS + 1, True),
-    (Int4Linear, UP_TO_ROWS - 1, True), (Int4Linear, UP_TO_ROWS, False),
+    (Int4Linear, PROMPT_FROM_ROWS - 1, True), (Int4Linear, PROMPT_FROM_ROWS, False),
     (Int8Linear, INT8_AMX_BELOW_ROWS - 1, True), (Int8Linear, INT8_AMX_BELOW_ROWS, False)])
 def test_quantized_layers_take_amx_between_a_few_rows_and_a_prompts_size(kind, rows, on_amx):
     """int4: the few-row kernel below, the bf16 copy above; int8 gives prompts to the copy sooner."""
