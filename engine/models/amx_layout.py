@@ -14,12 +14,6 @@ import torch
 from engine import cpu_kernels
 
 TILE = 32  # a layer's input and output channels must be multiples of this
-# All linears of the default model, ms, AMX kernels against oneDNN's packed bf16 (more in
-# quant_linear): bf16 at 32 rows 12.5 vs 18.3. Against torch's plain bf16 matmul, which prompts
-# take: 256 rows 32 vs 45, 512 rows 54 vs 58, 1024 rows 112 vs 119, 2048 rows 278 vs 141 (the
-# AMX kernel reads all the activations again for each panel). Batches below this many rows go
-# to the AMX kernels; larger ones to torch.
-UP_TO_ROWS = 1024
 
 
 def tile_order(weight: torch.Tensor) -> torch.Tensor:

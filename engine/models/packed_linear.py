@@ -1,13 +1,12 @@
 """bf16 linear layers with their weights reordered once at load time.
 
-On a CPU with AMX, batches below amx_layout.UP_TO_ROWS rows run on dyno's AMX kernel from the
-weight in tile order (all linears of the default model at 32 rows 12.5 vs 18.3 ms with
-oneDNN's packed weight, at one row 12.2 vs 15.5) and larger ones (prefills) on torch's plain
-matmul (at 2048 rows as fast as the packed one). Elsewhere the weight is packed for oneDNN:
-torch's plain bf16 matmul reorders the weight on every call, and packing it at load time makes
-small-batch decode matmuls 1.3-1.6x faster. Results stay bf16 matmuls with fp32 sums, though the
-order of the sums differs between the paths in the last bits.
-"""
+On a CPU with AMX, the weight goes in tile order: batches below prompt_linear.PROMPT_FROM_ROWS
+rows run on dyno's AMX kernel for a few dozen rows (all linears of the default model at 32 rows
+12.5 vs 18.3 ms with oneDNN's packed weight, at one row 12.2 vs 15.5), larger ones (prompts) on
+its prompt kernel (a 512-token prompt step's linears 59 vs 65 ms, the same bits). Elsewhere the
+weight is packed for oneDNN: torch's plain bf16 matmul reorders the weight on every call, and
+packing it at load time makes small-batch decode matmuls 1.3-1.6x faster. Results stay bf16
+matmuls with fp32 sums, though the order of the sums differs between the paths in the last bits."""
 
 from __future__ import annotations
 
@@ -17,6 +16,7 @@ from torch import nn
 
 from engine.models import amx_layout
 from engine.models.decode_stack import KernelSpec
+from engine.models.prompt_linear import PROMPT_FROM_ROWS
 
 
 def can_pack(dtype: torch.dtype, device: torch.device) -> bool:
@@ -44,14 +44,16 @@ class PackedLinear(nn.Module):
     def kernel_spec(self) -> KernelSpec | None:
         if self._amx is None:
             return None
-        return KernelSpec("bf16", self.tiles, None, self.out_features, self.bias, amx_layout.UP_TO_ROWS)
+        return KernelSpec("bf16", self.tiles, None, self.out_features, self.bias, PROMPT_FROM_ROWS)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._amx is None:
             return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
-        if x.dim() == 2 and x.shape[0] < amx_layout.UP_TO_ROWS:
+        if x.dim() != 2:
+            return F.linear(x, self.weight, self.bias)
+        if x.shape[0] < PROMPT_FROM_ROWS:
             return self._amx.amx_bf16_linear(x, self.tiles, self.out_features, self.bias)
-        return F.linear(x, self.weight, self.bias)
+        return self._amx.amx_gemm(x, self.tiles, self.out_features, self.bias, False)
 
 
 def pack_linears(model: nn.Module) -> None:

@@ -54,7 +54,7 @@ DENSE_FROM_ROWS = 8
 # such kernel: AMX-INT8 reads the weights as they are, at 1 to 4 rows as fast as VNNI did.
 INT4_GEMV_UP_TO_ROWS = 4
 # int8 batches below this many rows take AMX-INT8 (from 512 rows it falls behind the bf16 copy
-# through torch; table above); bf16 and int4 ones go on to amx_layout.UP_TO_ROWS.
+# through torch; table above); int4 ones go on to prompt_linear.PROMPT_FROM_ROWS.
 INT8_AMX_BELOW_ROWS = 256
 _INNER_K_TILES = 2  # the int4 packing's K tiling; 2 is what the CPU kernel is tuned for
 
@@ -99,7 +99,7 @@ class _WeightOnlyLinear(nn.Module):
     """Shared by both methods: the kernels take 2-D activations; torch's get the bias added after."""
 
     gemv_up_to_rows = 0
-    amx_below_rows: int | None = None  # None: amx_layout.UP_TO_ROWS
+    amx_below_rows: int | None = None  # None: PROMPT_FROM_ROWS
 
     def __init__(self, linear: nn.Linear, dequantized: torch.Tensor, gate_up: bool = False) -> None:
         super().__init__()

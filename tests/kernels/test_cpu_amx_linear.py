@@ -1,6 +1,6 @@
 """dyno's AMX linears (engine/csrc/amx_linear.cpp): bf16 rows times bf16 weights, int8 weights
 with a scale per output channel, or int4 weights with a scale and zero point per group of 32
-inputs, as bf16 and `--quantization` layers run batches below UP_TO_ROWS rows. A bf16 row's
+inputs, as bf16 and `--quantization` layers run batches below PROMPT_FROM_ROWS rows. A bf16 row's
 result is its fp32 sum rounded once to bf16; int8 quantizes each row to 15 bits first, so its
 sums are that close; either way a row gets the same bits whatever the batch holds."""
 
@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from engine import cpu_kernels
-from engine.models.amx_layout import UP_TO_ROWS, pack_int4, pack_int8, tile_order
+from engine.models.amx_layout import pack_int4, pack_int8, tile_order
 from engine.models.packed_linear import PackedLinear
 from engine.models.prompt_linear import PROMPT_FROM_ROWS
 from engine.models.quant_linear import (INT4_GEMV_UP_TO_ROWS, INT8_AMX_BELOW_ROWS, Int4Linear, Int8Linear,
@@ -44,6 +44,9 @@ class _Counting:
     def amx_bf16_linear(self, *args):
         self.calls += 1
         return KERNELS.amx_bf16_linear(*args)
+
+    def amx_gemm(self, *args):  # prompts: not counted
+        return KERNELS.amx_gemm(*args)
 
     def amx_int8_linear(self, *args):
         self.calls += 1
@@ -80,7 +83,7 @@ def test_bf16_rows_are_the_fp32_sum_rounded_to_bf16():
     torch.testing.assert_close(got.float(), x.float() @ weight.float().T, rtol=2 ** -8, atol=1e-4)
 
 
-@pytest.mark.parametrize("rows, on_amx", [(1, True), (UP_TO_ROWS - 1, True), (UP_TO_ROWS, False)])
+@pytest.mark.parametrize("rows, on_amx", [(1, True), (PROMPT_FROM_ROWS - 1, True), (PROMPT_FROM_ROWS, False)])
 def test_bf16_layers_run_batches_below_a_prefills_size_on_amx(rows, on_amx):
     torch.manual_seed(0)
     linear = nn.Linear(64, 32).to(torch.bfloat16)
