@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "amx_tiles.h"
+#include "bf16_vec.h"
 #include "row_quant.h"
 
 namespace {
@@ -137,9 +138,25 @@ void store_rows(const float* c, int64_t rows, const bf16* bias, bf16* out, int64
   }
 }
 
+// A gate/up panel's rows (channels interleaved by sixteens, amx_layout.interleave_gate_up) as
+// 16 outputs each of bf16(bf16(silu(gate)) * up), the gate and up sums rounded to bf16 first as
+// the plain product and silu_and_mul would round them.
+__attribute__((target("avx512f,avx512bw,avx512bf16")))
+void store_silu_rows(const float* c, int64_t rows, const bf16* bias, bf16* out, int64_t n) {
+  using namespace dyno_vec;
+  const __m512 b_gate = bias != nullptr ? bf16x16_to_float(bias) : _mm512_setzero_ps();
+  const __m512 b_up = bias != nullptr ? bf16x16_to_float(bias + 16) : _mm512_setzero_ps();
+  for (int64_t m = 0; m < rows; ++m) {
+    const __m512 gate = round(_mm512_add_ps(_mm512_loadu_ps(c + m * kPanel), b_gate));
+    const __m512 up = round(_mm512_add_ps(_mm512_loadu_ps(c + m * kPanel + 16), b_up));
+    store(out + m * n, _mm512_mul_ps(round(silu(gate)), up));
+  }
+}
+
 // Rows padded to whole tiles; each thread takes whole panels of 32 output channels, converts
-// each panel once (on its first row block) and keeps it in cache for the rest.
-template <typename Panel, typename PanelAt>
+// each panel once (on its first row block) and keeps it in cache for the rest. kSilu: the
+// panels are a gate/up pair's, and each gives 16 outputs of SiLU-and-mul.
+template <typename Panel, bool kSilu = false, typename PanelAt>
 at::Tensor multiply(const at::Tensor& x, int64_t n, PanelAt panel_at, const c10::optional<at::Tensor>& bias) {
   const int64_t m = x.size(0), k = x.size(1);
   const int64_t m_pad = (m + kRows - 1) / kRows * kRows;
@@ -148,7 +165,8 @@ at::Tensor multiply(const at::Tensor& x, int64_t n, PanelAt panel_at, const c10:
     xp = at::zeros({m_pad, k}, x.options());
     xp.narrow(0, 0, m).copy_(x);
   }
-  at::Tensor out = at::empty({m, n}, x.options());
+  const int64_t out_n = kSilu ? n / 2 : n, out_cols = kSilu ? kPanel / 2 : kPanel;
+  at::Tensor out = at::empty({m, out_n}, x.options());
   at::Tensor bias_c = bias.has_value() ? bias->to(at::kBFloat16).contiguous() : at::Tensor();
   const bf16* xd = xp.data_ptr<bf16>();
   const bf16* bd = bias_c.defined() ? bias_c.data_ptr<bf16>() : nullptr;
@@ -185,7 +203,11 @@ at::Tensor multiply(const at::Tensor& x, int64_t n, PanelAt panel_at, const c10:
         } else {
           row_block<false>(xd + r * k, k, source, ready, buffer, c, ahead);
         }
-        store_rows(c, std::min(rows, m - r), bd ? bd + col : nullptr, od + r * n + col, n);
+        if (kSilu) {
+          store_silu_rows(c, std::min(rows, m - r), bd ? bd + col : nullptr, od + r * out_n + p * out_cols, out_n);
+        } else {
+          store_rows(c, std::min(rows, m - r), bd ? bd + col : nullptr, od + r * n + col, n);
+        }
       }
       converted = converted_next;
     }
@@ -283,9 +305,10 @@ at::Tensor amx_int8_linear(const at::Tensor& x, const at::Tensor& packed, const 
 }
 
 // out[M, N] = x[M, K] @ dequantized^T + bias, from amx_layout.pack_int4's codes ([N/32][K/32]
-// [2][16][16] bytes) and scales_zeros ([N/32][K/32][2][2][16] bf16).
+// [2][16][16] bytes) and scales_zeros ([N/32][K/32][2][2][16] bf16). With silu_mul, a gate/up
+// pair interleaved by sixteens and out [M, N / 2] = bf16(silu(gate)) * up.
 at::Tensor amx_int4_linear(const at::Tensor& x, const at::Tensor& codes, const at::Tensor& scales_zeros,
-                           const c10::optional<at::Tensor>& bias) {
+                           const c10::optional<at::Tensor>& bias, bool silu_mul) {
   const int64_t n = scales_zeros.numel() * kKBlock / 2 / x.size(-1), k = x.size(-1);
   check_input(x, n, "amx_int4_linear");
   TORCH_CHECK(codes.scalar_type() == at::kByte && scales_zeros.scalar_type() == at::kBFloat16 &&
@@ -293,8 +316,8 @@ at::Tensor amx_int4_linear(const at::Tensor& x, const at::Tensor& codes, const a
               "amx_int4_linear: codes must hold N*K/2 uint8 and scales_zeros 2*N*K/32 bf16");
   const uint8_t* cd = codes.data_ptr<uint8_t>();
   const bf16* sz = scales_zeros.data_ptr<bf16>();
-  return multiply<Int4Panel>(
-      x, n, [&](int64_t p) { return Int4Panel{cd + p * k * kPanel / 2, sz + p * (k / kKBlock) * 64}; }, bias);
+  const auto panel_at = [&](int64_t p) { return Int4Panel{cd + p * k * kPanel / 2, sz + p * (k / kKBlock) * 64}; };
+  return silu_mul ? multiply<Int4Panel, true>(x, n, panel_at, bias) : multiply<Int4Panel>(x, n, panel_at, bias);
 }
 
 // out[M, N] = x[M, K] @ weight^T + bias, weight bf16 in amx_layout.tile_order's order.
@@ -318,7 +341,7 @@ static at::Tensor no_amx() {
 at::Tensor amx_int8_linear(const at::Tensor&, const at::Tensor&, const at::Tensor&,
                            const c10::optional<at::Tensor>&) { return no_amx(); }
 at::Tensor amx_int4_linear(const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                           const c10::optional<at::Tensor>&) { return no_amx(); }
+                           const c10::optional<at::Tensor>&, bool) { return no_amx(); }
 at::Tensor amx_bf16_linear(const at::Tensor&, const at::Tensor&, int64_t,
                            const c10::optional<at::Tensor>&) { return no_amx(); }
 #endif

@@ -22,9 +22,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   pybind11::class_<dyno_stack::Linear>(m, "StackLinear")
       .def(pybind11::init([](int64_t kind, at::Tensor weight, at::Tensor params, at::Tensor gemv_codes,
                              at::Tensor gemv_params, int64_t out_features, int64_t gemv_up_to_rows,
-                             c10::optional<at::Tensor> bias) {
+                             c10::optional<at::Tensor> bias, bool silu_fused) {
         return dyno_stack::Linear{kind, weight, params, gemv_codes, gemv_params, out_features,
-                                  gemv_up_to_rows, bias};
+                                  gemv_up_to_rows, bias, silu_fused};
       }));
   pybind11::class_<dyno_stack::Layer>(m, "StackLayer")
       .def(pybind11::init([](at::Tensor input_norm, at::Tensor post_norm, double eps, dyno_stack::Linear qkv,

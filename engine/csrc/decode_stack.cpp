@@ -16,10 +16,16 @@ at::Tensor Linear::operator()(const at::Tensor& x) const {
       return amx_int8_linear(x, weight, params, bias);
     case kInt4:
       if (x.size(0) <= gemv_up_to_rows) return int4_gemv(x, gemv_codes, gemv_params, bias);
-      return amx_int4_linear(x, weight, params, bias);
+      TORCH_CHECK(!silu_fused, "decode stack: a fused gate/up layer's AMX batches give SiLU-and-mul only");
+      return amx_int4_linear(x, weight, params, bias, false);
   }
   TORCH_CHECK(false, "decode stack: unknown linear kind ", kind);
   return {};
+}
+
+at::Tensor Linear::silu_and_mul_of(const at::Tensor& x) const {
+  if (silu_fused && x.size(0) > gemv_up_to_rows) return amx_int4_linear(x, weight, params, bias, true);
+  return silu_and_mul((*this)(x));
 }
 
 namespace {
@@ -69,7 +75,7 @@ std::tuple<at::Tensor, at::Tensor> Stack::forward(
     }
     h = attention(layer, h, step, kv[i], k_scales[i], v_scales[i]);
     std::tie(h, residual) = add_rms_norm(h, residual, layer.post_norm, layer.eps);
-    hidden = layer.down(silu_and_mul(layer.gate_up(h)));
+    hidden = layer.down(layer.gate_up.silu_and_mul_of(h));
   }
   return {hidden, residual};
 }

@@ -19,8 +19,10 @@ struct Linear {
   at::Tensor gemv_codes, gemv_params;   // int4 only
   int64_t out_features, gemv_up_to_rows;
   c10::optional<at::Tensor> bias;
+  bool silu_fused = false;  // int4 gate/up: AMX codes interleaved for SiLU-and-mul on the way out
 
   at::Tensor operator()(const at::Tensor& x) const;
+  at::Tensor silu_and_mul_of(const at::Tensor& x) const;  // silu_and_mul(this(x))
 };
 
 struct Layer {

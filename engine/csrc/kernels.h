@@ -19,7 +19,7 @@ bool amx_available();
 at::Tensor amx_int8_linear(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& scale,
                            const c10::optional<at::Tensor>& bias);
 at::Tensor amx_int4_linear(const at::Tensor& x, const at::Tensor& codes, const at::Tensor& scales_zeros,
-                           const c10::optional<at::Tensor>& bias);
+                           const c10::optional<at::Tensor>& bias, bool silu_mul);
 at::Tensor amx_bf16_linear(const at::Tensor& x, const at::Tensor& packed, int64_t n,
                            const c10::optional<at::Tensor>& bias);
 at::Tensor amx_gemm(const at::Tensor& x, const at::Tensor& packed, int64_t n,

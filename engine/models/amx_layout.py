@@ -30,6 +30,12 @@ def interleave_gate_up(t: torch.Tensor) -> torch.Tensor:
     return t.reshape(2, half // 16, 16, *t.shape[1:]).transpose(0, 1).reshape(t.shape)
 
 
+def deinterleave_gate_up(out: torch.Tensor) -> torch.Tensor:
+    """Outputs [rows, 2 * I] of an interleaved gate/up weight back in gate, then up order."""
+    rows = out.shape[0]
+    return out.reshape(rows, -1, 2, 16).transpose(1, 2).reshape(rows, -1)
+
+
 def pack_int8(q: torch.Tensor) -> torch.Tensor:
     """An int8 weight [N, K] in the order amx_int8_linear reads it, inputs in fours for AMX-INT8:
     [N/32][K/64][2][16][16][4] (panel, 64 inputs, 16-channel half, four inputs, channel, member),

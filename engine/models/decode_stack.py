@@ -35,12 +35,13 @@ class KernelSpec:
     gemv_codes: torch.Tensor | None = None  # int4: its few-row kernel's weights ...
     gemv_params: torch.Tensor | None = None
     gemv_up_to_rows: int = 0  # ... for batches of up to this many rows
+    silu_fused: bool = False  # int4 gate/up: its AMX batches give SiLU-and-mul (quant_linear)
 
     def build(self, kernels):
         empty = torch.empty(0)
         return kernels.StackLinear(KINDS[self.kind], self.weight, _or(self.params, empty),
                                    _or(self.gemv_codes, empty), _or(self.gemv_params, empty),
-                                   self.out_features, self.gemv_up_to_rows, self.bias)
+                                   self.out_features, self.gemv_up_to_rows, self.bias, self.silu_fused)
 
 
 class DecodeStack:

@@ -39,10 +39,7 @@ class PromptLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self._kernels.amx_gemm(x, self.tiles, self.out_features, self.bias, False)
-        if not self.gate_up:
-            return out
-        # [rows, I/16, 2, 16] (interleaved) -> [rows, 2, I/16, 16]: gate, then up
-        return out.reshape(x.shape[0], -1, 2, 16).transpose(1, 2).reshape(x.shape[0], -1)
+        return amx_layout.deinterleave_gate_up(out) if self.gate_up else out
 
     def silu_and_mul(self, x: torch.Tensor) -> torch.Tensor:
         """bf16(SiLU(gate)) * up of a gate/up layer, as the separate ops would round it."""

@@ -192,22 +192,39 @@ class Int4Linear(_WeightOnlyLinear):
                 codes, _INNER_K_TILES))
             self.register_buffer("scales_and_zeros", scales_and_zeros)
         else:  # then torch's int4 kernel is never called
+            # A gate/up layer without bias (one bias order would not serve both kernels) keeps
+            # its AMX codes interleaved too: its decode batches then give SiLU-and-mul straight
+            # from the tiles (the few-row kernel's codes stay in plain order).
+            self.silu_fused = gate_up and self.bias is None
+            amx_codes, amx_scales = codes, scales_and_zeros
+            if self.silu_fused:
+                amx_codes = amx_layout.interleave_gate_up(codes)
+                amx_scales = amx_layout.interleave_gate_up(scales_and_zeros.transpose(0, 1)).transpose(0, 1)
             for name, t in zip(("gemv_codes", "gemv_params", "amx_codes", "amx_params"),
                                amx_layout.pack_int4_gemv(codes, scales_and_zeros)
-                               + amx_layout.pack_int4(codes, scales_and_zeros)):
+                               + amx_layout.pack_int4(amx_codes, amx_scales)):
                 self.register_buffer(name, t)
+
+    silu_fused = False
 
     def _gemv(self, x: torch.Tensor) -> torch.Tensor:
         return self._amx.int4_gemv(x, self.gemv_codes, self.gemv_params, self.bias)
 
     def _amx_matmul(self, x: torch.Tensor) -> torch.Tensor:
-        return self._amx.amx_int4_linear(x, self.amx_codes, self.amx_params, self.bias)
+        out = self._amx.amx_int4_linear(x, self.amx_codes, self.amx_params, self.bias, False)
+        return amx_layout.deinterleave_gate_up(out) if self.silu_fused else out
+
+    def silu_and_mul(self, x: torch.Tensor) -> torch.Tensor | None:
+        if self.silu_fused and x.dim() == 2 and self.gemv_up_to_rows < x.shape[0] < self.amx_rows:
+            return self._amx.amx_int4_linear(x, self.amx_codes, self.amx_params, None, True)
+        return super().silu_and_mul(x)
 
     def kernel_spec(self) -> KernelSpec | None:
         if self._amx is None:
             return None
         return KernelSpec("int4", self.amx_codes, self.amx_params, self.dense.out_features, self.bias,
-                          self.amx_rows, self.gemv_codes, self.gemv_params, self.gemv_up_to_rows)
+                          self.amx_rows, self.gemv_codes, self.gemv_params, self.gemv_up_to_rows,
+                          self.silu_fused)
 
     def _matmul(self, x: torch.Tensor) -> torch.Tensor:
         return torch.ops.aten._weight_int4pack_mm_for_cpu(x, self.packed, INT4_GROUP,

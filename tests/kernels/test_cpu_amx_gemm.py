@@ -12,7 +12,7 @@ from torch import nn
 from engine import cpu_kernels
 from engine.models.amx_layout import interleave_gate_up, tile_order
 from engine.models.prompt_linear import PROMPT_FROM_ROWS
-from engine.models.quant_linear import Int4Linear, dequantize_int4, quantize_int4
+from engine.models.quant_linear import INT4_GEMV_UP_TO_ROWS, Int4Linear, dequantize_int4, quantize_int4
 
 KERNELS = cpu_kernels.load()
 pytestmark = pytest.mark.skipif(KERNELS is None or not KERNELS.amx_available(),
@@ -64,7 +64,7 @@ def test_a_strided_input_and_refused_shapes():
         KERNELS.amx_gemm(torch.randn(2, 40, dtype=torch.bfloat16), w, 96, None, False)
 
 
-def test_an_int4_gate_up_layer_fuses_silu_for_prompts_only():
+def test_an_int4_gate_up_layers_prompts_fuse_silu_with_the_bits_of_the_separate_ops():
     torch.manual_seed(0)
     linear = nn.Linear(64, 128, bias=False).to(torch.bfloat16)
     layer = Int4Linear(linear, gate_up=True)
@@ -75,4 +75,16 @@ def test_an_int4_gate_up_layer_fuses_silu_for_prompts_only():
     assert product.shape == (PROMPT_FROM_ROWS, 128)
     torch.testing.assert_close(product, (x.float() @ weight.T).to(torch.bfloat16), rtol=2 ** -7, atol=1e-3)
     assert torch.equal(layer.silu_and_mul(x), KERNELS.silu_and_mul(product))
-    assert layer.silu_and_mul(x[:PROMPT_FROM_ROWS - 1]) is None
+
+
+@pytest.mark.parametrize("rows", [INT4_GEMV_UP_TO_ROWS + 1, 32, PROMPT_FROM_ROWS - 1])
+def test_an_int4_gate_up_layers_decode_batches_fuse_silu_with_the_same_bits(rows):
+    """Between the few-row kernel and prompts, the AMX int4 kernel gives SiLU-and-mul from its
+    tiles; the plain product keeps gate-then-up order and the bits of an unfused layer."""
+    torch.manual_seed(1)
+    linear = nn.Linear(64, 128, bias=False).to(torch.bfloat16)
+    fused, plain = Int4Linear(linear, gate_up=True), Int4Linear(linear)
+    x = torch.randn(rows, 64, dtype=torch.bfloat16)
+    assert torch.equal(fused(x), plain(x))
+    assert torch.equal(fused.silu_and_mul(x), KERNELS.silu_and_mul(plain(x)))
+    assert fused.silu_and_mul(x[:INT4_GEMV_UP_TO_ROWS]) is None  # the few-row kernel: no fusion

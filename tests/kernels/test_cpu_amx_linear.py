@@ -71,7 +71,7 @@ def test_int4_rows_are_sums_over_the_dequantized_weight(rows):
     scales_and_zeros = scales_and_zeros.to(torch.bfloat16)
     x = torch.randn(rows, 96, dtype=torch.bfloat16)
     weight = dequantize_int4(codes, scales_and_zeros.float()).to(torch.bfloat16)  # the layer's dense copy
-    got = KERNELS.amx_int4_linear(x, *pack_int4(codes, scales_and_zeros), None)
+    got = KERNELS.amx_int4_linear(x, *pack_int4(codes, scales_and_zeros), None, False)
     # the kernel rounds each weight to bf16 after one fused multiply-add: at most a bf16 step apart
     torch.testing.assert_close(got.float(), x.float() @ weight.float().T, rtol=2 ** -7, atol=1e-2)
 
