@@ -64,7 +64,7 @@ inline void store_silu_row(const Finished& f, int64_t i, int64_t n) {
   using namespace dyno_vec;
   const __m512 gate = round(_mm512_add_ps(_mm512_load_ps(f.c + i * kPanel), bias_at(f.bias, 0)));
   const __m512 up = round(_mm512_add_ps(_mm512_load_ps(f.c + i * kPanel + 16), bias_at(f.bias, 16)));
-  store(f.out + i * n, _mm512_mul_ps(round(silu(gate)), up));
+  store(f.out + i * n, silu_mul(gate, up));
 }
 
 template <bool kSilu>

@@ -149,7 +149,7 @@ void store_silu_rows(const float* c, int64_t rows, const bf16* bias, bf16* out, 
   for (int64_t m = 0; m < rows; ++m) {
     const __m512 gate = round(_mm512_add_ps(_mm512_loadu_ps(c + m * kPanel), b_gate));
     const __m512 up = round(_mm512_add_ps(_mm512_loadu_ps(c + m * kPanel + 16), b_up));
-    store(out + m * n, _mm512_mul_ps(round(silu(gate)), up));
+    store(out + m * n, silu_mul(gate, up));
   }
 }
 

@@ -47,5 +47,10 @@ inline __m512 silu(__m512 g) {
   return _mm512_div_ps(g, _mm512_add_ps(_mm512_set1_ps(1.f), exp(_mm512_sub_ps(_mm512_setzero_ps(), g))));
 }
 
+// SiLU-and-mul of bf16 gate and up values: bf16(silu(gate)) * up, rounded where transformers'
+// torch code rounds (the caller rounds the product as it stores it). Every kernel that gives
+// SiLU-and-mul takes it from here, so fused and separate paths keep the same bits.
+inline __m512 silu_mul(__m512 gate, __m512 up) { return _mm512_mul_ps(round(silu(gate)), up); }
+
 }  // namespace dyno_vec
 #endif

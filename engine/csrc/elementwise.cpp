@@ -90,7 +90,7 @@ void silu_row(const bf16* g, const bf16* u, bf16* out, int64_t inner) {
   int64_t d = 0;
 #if defined(__AVX512BF16__)
   for (; d + kLanes <= inner; d += kLanes) {
-    store(out + d, _mm512_mul_ps(round(silu(load(g + d))), load(u + d)));
+    store(out + d, silu_mul(load(g + d), load(u + d)));
   }
 #endif
   for (; d < inner; ++d) {
