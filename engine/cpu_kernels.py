@@ -26,7 +26,7 @@ _SOURCES = tuple(Path(__file__).parent / "csrc" / name
                                   "elementwise.cpp", "amx_linear.cpp", "amx_gemm.cpp",
                                   "prefill_attention.cpp", "greedy.cpp", "gemv.cpp", "decode_stack.cpp"))
 _HEADERS = tuple(Path(__file__).parent / "csrc" / name for name in ("amx_tiles.h", "bf16_vec.h", "decode_stack.h", "fp8.h",
-                                                                      "kernels.h", "row_quant.h"))
+                                                                      "kernels.h", "rotary.h", "row_quant.h"))
 _FLAGS = ["-O3", "-march=native", "-fopenmp", "-ffast-math"]
 
 

@@ -6,6 +6,8 @@
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("paged_decode", &paged_decode, "paged decode attention (CPU)");
+  m.def("paged_decode_qkv", &paged_decode_qkv,
+        "rotary, cache write and paged decode attention from the fused QKV output, one pass a sequence (CPU)");
   m.def("kv_write", &kv_write, "write a step's keys and values into their cache slots (CPU)");
   m.def("kv_write_fp8", &kv_write_fp8, "kv_write into an fp8 cache, values over their scales (CPU)");
   m.def("add_rms_norm", &add_rms_norm, "bf16 RMSNorm with its residual add (CPU)");

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "bf16_vec.h"
+#include "rotary.h"
 
 namespace {
 
@@ -61,28 +62,6 @@ void norm_row(const bf16* x, const bf16* res, const bf16* w, bf16* total, bf16* 
   }
 #endif
   for (; d < dim; ++d) out[d] = r(f(w[d]) * f(r(f(total[d]) * inv)));
-}
-
-// One head of rotary: out = bf16(x * cos) + bf16(rotate_half(x) * sin), rounded again.
-void rotate_head(const bf16* x, const bf16* c, const bf16* s, bf16* out, int64_t hd) {
-  const int64_t half = hd / 2;
-  int64_t d = 0;
-#if defined(__AVX512BF16__)
-  if (half % kLanes == 0) {
-    for (; d < half; d += kLanes) {
-      const __m512 lo = load(x + d), hi = load(x + d + half);
-      store(out + d, _mm512_sub_ps(round(_mm512_mul_ps(lo, load(c + d))),
-                                   round(_mm512_mul_ps(hi, load(s + d)))));
-      store(out + d + half, _mm512_add_ps(round(_mm512_mul_ps(hi, load(c + d + half))),
-                                          round(_mm512_mul_ps(lo, load(s + d + half)))));
-    }
-    return;
-  }
-#endif
-  for (; d < hd; ++d) {
-    const float rot = d < half ? -f(x[d + half]) : f(x[d - half]);
-    out[d] = r(f(r(f(x[d]) * f(c[d]))) + f(r(rot * f(s[d]))));
-  }
 }
 
 // One row of silu_and_mul: out = bf16(bf16(silu(gate)) * up).
@@ -141,7 +120,7 @@ static at::Tensor rotate(const at::Tensor& x, const at::Tensor& cos, const at::T
     for (int64_t i = begin; i < end; ++i) {
       const bf16 *c = cp + i * hd, *s = sp + i * hd;
       for (int64_t h = 0; h < heads; ++h) {
-        rotate_head(xp + i * stride + h * hd, c, s, op + (i * heads + h) * hd, hd);
+        dyno_rotary::rotate_head(xp + i * stride + h * hd, c, s, op + (i * heads + h) * hd, hd);
       }
     }
   });

@@ -10,6 +10,10 @@
 at::Tensor paged_decode(const at::Tensor& q, const at::Tensor& kv, const at::Tensor& table,
                         const at::Tensor& ctx_lens, int64_t block_size, int64_t window,
                         double scale, double k_scale, double v_scale);
+at::Tensor paged_decode_qkv(const at::Tensor& qkv, const at::Tensor& cos, const at::Tensor& sin, at::Tensor& kv,
+                            const at::Tensor& slots, const at::Tensor& table, const at::Tensor& ctx_lens,
+                            int64_t block_size, int64_t num_heads, int64_t window, double scale,
+                            double k_scale, double v_scale);
 std::tuple<at::Tensor, at::Tensor> add_rms_norm(const at::Tensor& x, const c10::optional<at::Tensor>& residual,
                                                 const at::Tensor& weight, double eps);
 std::tuple<at::Tensor, at::Tensor> rotary(const at::Tensor& q, const at::Tensor& k,

@@ -5,66 +5,19 @@
 // computes it), then converted as torch converts.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
-#include <c10/util/Float8_e4m3fn.h>
-#include <c10/util/Float8_e5m2.h>
 
 #include <cstring>
-#include <type_traits>
 
-#include "bf16_vec.h"
 #include "fp8.h"
 
 namespace {
 
 using dyno_fp8::Fp8;
+using dyno_fp8::quantize_row;
 
 // Prompts split over the threads; a decode step's few dozen rows stay on one (an fp8 row takes
 // ~0.1 us, less than waking the other thread).
 constexpr int64_t kTokensPerTask = 128;
-
-template <Fp8 F>
-uint8_t fp8_code(float y) {
-  if constexpr (F == Fp8::kE4M3) return c10::Float8_e4m3fn(y).x;
-  return c10::Float8_e5m2(y).x;
-}
-
-// x / y, a true division as torch's: under -ffast-math the compiler may multiply by the
-// reciprocal instead, which rounds differently now and then (and so picks other fp8 codes).
-inline float divide(float x, float y) {
-#if defined(__AVX__)
-  asm("vdivss %2, %1, %0" : "=v"(x) : "v"(x), "v"(y));
-  return x;
-#else
-  return x / y;
-#endif
-}
-
-#if defined(__AVX512BF16__)
-inline __m512 divide(__m512 x, __m512 y) {
-  asm("vdivps %2, %1, %0" : "=v"(x) : "v"(x), "v"(y));
-  return x;
-}
-#endif
-
-// One row of `n` values / scale as fp8 codes.
-template <typename T, Fp8 F>
-void quantize_row(const T* src, uint8_t* dst, int64_t n, float scale) {
-  int64_t d = 0;
-#if defined(__AVX512BF16__)
-  for (const __m512 s = _mm512_set1_ps(scale); d + 16 <= n; d += 16) {
-    __m512 y;
-    if constexpr (std::is_same_v<T, at::BFloat16>) {
-      y = dyno_vec::round(divide(dyno_vec::load(src + d), s));  // rounded as bf16 arithmetic rounds
-    } else {
-      y = divide(_mm512_loadu_ps(src + d), s);
-    }
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + d), dyno_fp8::float_to_fp8x16<F>(y));
-  }
-#endif
-  for (; d < n; ++d) {
-    dst[d] = fp8_code<F>(static_cast<float>(static_cast<T>(divide(static_cast<float>(src[d]), scale))));
-  }
-}
 
 template <typename T, Fp8 F>
 void write_fp8(at::Tensor& kv, const at::Tensor& k, const at::Tensor& v, const int64_t* slots,

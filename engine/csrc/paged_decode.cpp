@@ -30,6 +30,7 @@
 
 #include "bf16_vec.h"
 #include "fp8.h"
+#include "rotary.h"
 
 namespace {
 
@@ -598,6 +599,7 @@ void decode_seq_fp8(const T* q, const uint8_t* k_pool, const uint8_t* v_pool, co
 struct Scratch {
   std::vector<float> scores, qf, row, acc;
   std::vector<uint16_t> half;  // fp16 weights
+  std::vector<at::BFloat16> q, k;  // a fresh token's rotated query and key
 };
 
 template <typename Seq>
@@ -607,7 +609,7 @@ void for_each_seq(const at::Tensor& q, int64_t kv_stride, const at::Tensor& ctx_
   const int64_t* lens = ctx_lens.data_ptr<int64_t>();
   at::parallel_for(0, num_seqs, 1, [&](int64_t begin, int64_t end) {
     Scratch scratch{{}, std::vector<float>(q_size), std::vector<float>(kv_stride),
-                    std::vector<float>(q_size), {}};
+                    std::vector<float>(q_size), {}, {}, {}};
     for (int64_t s = begin; s < end; ++s) {
       const int64_t first = window > 0 ? std::max<int64_t>(0, lens[s] - window) : 0;
       seq(s, first, lens[s], scratch);
@@ -615,15 +617,50 @@ void for_each_seq(const at::Tensor& q, int64_t kv_stride, const at::Tensor& ctx_
   });
 }
 
-// C: the cache's element type (uint8_t codes for fp8, format F).
+// A decode step's fresh token per sequence, straight from the fused QKV output: its query and
+// key still to rotate, and its key and value still to store in the cache.
+struct Fresh {
+  const at::BFloat16* qkv;  // row i at qkv + i * stride: [q heads | k heads | v heads]
+  int64_t stride;
+  const at::BFloat16 *cos, *sin;  // [rows, head_dim]
+  const int64_t* slots;
+};
+
+// What rotary and kv_write do for one sequence's fresh token, on the thread that then reads the
+// cache for it: the query rotated into w.q, the key rotated and stored with the value.
+template <typename C, Fp8 F>
+const at::BFloat16* take_fresh(const Fresh& fresh, int64_t seq, int64_t num_heads, int64_t num_kv_heads,
+                               int64_t head_dim, C* k_pool, C* v_pool, float k_scale, float v_scale, Scratch& w) {
+  const int64_t kv_stride = num_kv_heads * head_dim;
+  w.q.resize(static_cast<size_t>(num_heads * head_dim));
+  w.k.resize(static_cast<size_t>(kv_stride));
+  const at::BFloat16* row = fresh.qkv + seq * fresh.stride;
+  const at::BFloat16 *c = fresh.cos + seq * head_dim, *s = fresh.sin + seq * head_dim;
+  for (int64_t h = 0; h < num_heads; ++h) dyno_rotary::rotate_head(row + h * head_dim, c, s, w.q.data() + h * head_dim, head_dim);
+  const at::BFloat16* k = row + num_heads * head_dim;
+  for (int64_t h = 0; h < num_kv_heads; ++h) dyno_rotary::rotate_head(k + h * head_dim, c, s, w.k.data() + h * head_dim, head_dim);
+  const at::BFloat16* v = k + kv_stride;
+  const int64_t slot = fresh.slots[seq];
+  if constexpr (std::is_same_v<C, uint8_t>) {
+    quantize_row<at::BFloat16, F>(w.k.data(), k_pool + slot * kv_stride, kv_stride, k_scale);
+    quantize_row<at::BFloat16, F>(v, v_pool + slot * kv_stride, kv_stride, v_scale);
+  } else {
+    std::memcpy(k_pool + slot * kv_stride, w.k.data(), kv_stride * sizeof(C));
+    std::memcpy(v_pool + slot * kv_stride, v, kv_stride * sizeof(C));
+  }
+  return w.q.data();
+}
+
+// C: the cache's element type (uint8_t codes for fp8, format F). With `fresh`, q is the
+// queries' view of the fused QKV output, each sequence's token not yet rotated nor stored.
 template <typename T, typename C, Fp8 F = Fp8::kE4M3>
 void run(const at::Tensor& q, const at::Tensor& kv, const at::Tensor& table,
          const at::Tensor& ctx_lens, int64_t block_size, int64_t window, double scale,
-         double k_scale, double v_scale, at::Tensor& out) {
+         double k_scale, double v_scale, at::Tensor& out, const Fresh* fresh = nullptr) {
   const int64_t num_heads = q.size(1), head_dim = q.size(2), num_kv_heads = kv.size(2);
   const int64_t kv_stride = num_kv_heads * head_dim, max_blocks = table.size(1);
-  const C* k_pool = static_cast<const C*>(kv.data_ptr());
-  const C* v_pool = k_pool + kv.size(1) * kv_stride;
+  C* k_pool = static_cast<C*>(kv.data_ptr());
+  C* v_pool = k_pool + kv.size(1) * kv_stride;
   const T* q_ptr = q.data_ptr<T>();
   T* out_ptr = out.data_ptr<T>();
   const int64_t* table_ptr = table.data_ptr<int64_t>();
@@ -631,12 +668,19 @@ void run(const at::Tensor& q, const at::Tensor& kv, const at::Tensor& table,
   for_each_seq(q, kv_stride, ctx_lens, window, [&](int64_t seq, int64_t first, int64_t len, Scratch& w) {
     const int64_t off = seq * num_heads * head_dim;
     const int64_t* row = table_ptr + seq * max_blocks;
+    const T* q_seq = q_ptr + off;
+    if constexpr (std::is_same_v<T, at::BFloat16>) {
+      if (fresh != nullptr) {
+        q_seq = take_fresh<C, F>(*fresh, seq, num_heads, num_kv_heads, head_dim, k_pool, v_pool,
+                                 static_cast<float>(k_scale), static_cast<float>(v_scale), w);
+      }
+    }
     if constexpr (std::is_same_v<C, uint8_t>) {
-      decode_seq_fp8<T, F>(q_ptr + off, k_pool, v_pool, row, first, len, block_size, num_heads,
+      decode_seq_fp8<T, F>(q_seq, k_pool, v_pool, row, first, len, block_size, num_heads,
                            num_kv_heads, head_dim, s, static_cast<float>(k_scale),
                            static_cast<float>(v_scale), out_ptr + off, w.scores, w.qf, w.row, w.acc, w.half);
     } else {
-      decode_seq<T>(q_ptr + off, k_pool, v_pool, row, first, len, block_size, num_heads, num_kv_heads,
+      decode_seq<T>(q_seq, k_pool, v_pool, row, first, len, block_size, num_heads, num_kv_heads,
                     head_dim, s, out_ptr + off, w.scores, w.qf, w.row, w.acc);
     }
   });
@@ -645,14 +689,14 @@ void run(const at::Tensor& q, const at::Tensor& kv, const at::Tensor& table,
 template <typename T>
 void run_any_cache(const at::Tensor& q, const at::Tensor& kv, const at::Tensor& table,
                    const at::Tensor& ctx_lens, int64_t block_size, int64_t window, double scale,
-                   double k_scale, double v_scale, at::Tensor& out) {
+                   double k_scale, double v_scale, at::Tensor& out, const Fresh* fresh = nullptr) {
   if (kv.scalar_type() == at::kFloat8_e4m3fn) {
-    run<T, uint8_t, Fp8::kE4M3>(q, kv, table, ctx_lens, block_size, window, scale, k_scale, v_scale, out);
+    run<T, uint8_t, Fp8::kE4M3>(q, kv, table, ctx_lens, block_size, window, scale, k_scale, v_scale, out, fresh);
   } else if (kv.scalar_type() == at::kFloat8_e5m2) {
-    run<T, uint8_t, Fp8::kE5M2>(q, kv, table, ctx_lens, block_size, window, scale, k_scale, v_scale, out);
+    run<T, uint8_t, Fp8::kE5M2>(q, kv, table, ctx_lens, block_size, window, scale, k_scale, v_scale, out, fresh);
   } else {
     TORCH_CHECK(q.scalar_type() == kv.scalar_type(), "paged_decode: q and kv dtypes differ");
-    run<T, T>(q, kv, table, ctx_lens, block_size, window, scale, k_scale, v_scale, out);
+    run<T, T>(q, kv, table, ctx_lens, block_size, window, scale, k_scale, v_scale, out, fresh);
   }
 }
 
@@ -676,4 +720,37 @@ at::Tensor paged_decode(const at::Tensor& q, const at::Tensor& kv, const at::Ten
     run_any_cache<at::BFloat16>(qc, kv, table, ctx_lens, block_size, window, scale, k_scale, v_scale, out);
   }
   return out;
+}
+
+// paged_decode for the decode stack, from the fused QKV output [rows, (num_heads + 2 *
+// num_kv_heads) * head_dim] (bf16): each sequence's task rotates its query and key (cos, sin:
+// [rows, head_dim]), stores its key and value in its slot, then attends. The same bits as
+// rotary, kv_write (or kv_write_fp8) and paged_decode in turn, without their two parallel
+// regions, their tensors, or a trip of each row to the other core and back. Returns [rows,
+// num_heads * head_dim].
+at::Tensor paged_decode_qkv(const at::Tensor& qkv, const at::Tensor& cos, const at::Tensor& sin, at::Tensor& kv,
+                            const at::Tensor& slots, const at::Tensor& table, const at::Tensor& ctx_lens,
+                            int64_t block_size, int64_t num_heads, int64_t window, double scale,
+                            double k_scale, double v_scale) {
+  const int64_t rows = qkv.size(0), num_kv_heads = kv.size(2), head_dim = kv.size(3);
+  TORCH_CHECK(qkv.scalar_type() == at::kBFloat16 && qkv.dim() == 2 && qkv.stride(1) == 1 &&
+                  qkv.size(1) == (num_heads + 2 * num_kv_heads) * head_dim,
+              "paged_decode_qkv: qkv must be bf16 rows of [q heads | k heads | v heads]");
+  TORCH_CHECK(kv.is_contiguous() && table.is_contiguous() && ctx_lens.is_contiguous(),
+              "paged_decode_qkv: kv, table and ctx_lens must be contiguous");
+  TORCH_CHECK(cos.is_contiguous() && sin.is_contiguous() && cos.scalar_type() == at::kBFloat16 &&
+                  sin.scalar_type() == at::kBFloat16 && cos.numel() == rows * head_dim && sin.numel() == rows * head_dim,
+              "paged_decode_qkv: cos and sin must be contiguous bf16 [rows, head_dim]");
+  TORCH_CHECK(slots.is_contiguous() && slots.scalar_type() == at::kLong && slots.size(0) == rows,
+              "paged_decode_qkv: one int64 slot per row");
+  TORCH_CHECK(num_heads % num_kv_heads == 0, "paged_decode_qkv: heads not a multiple of kv heads");
+  const int64_t* sp = slots.data_ptr<int64_t>();
+  for (int64_t i = 0; i < rows; ++i)
+    TORCH_CHECK(sp[i] >= 0 && sp[i] < kv.size(1), "paged_decode_qkv: slot out of range");
+  const at::Tensor q = qkv.narrow(1, 0, num_heads * head_dim).view({rows, num_heads, head_dim});
+  at::Tensor out = at::empty({rows, num_heads, head_dim}, qkv.options());
+  const Fresh fresh{qkv.data_ptr<at::BFloat16>(), qkv.stride(0), cos.data_ptr<at::BFloat16>(),
+                    sin.data_ptr<at::BFloat16>(), sp};
+  run_any_cache<at::BFloat16>(q, kv, table, ctx_lens, block_size, window, scale, k_scale, v_scale, out, &fresh);
+  return out.view({rows, num_heads * head_dim});
 }

@@ -83,3 +83,47 @@ def test_every_e4m3_code_reads_as_its_value():
     got = KERNELS.paged_decode(torch.randn(1, 3, 64), kv, torch.zeros(1, 1, dtype=torch.long),
                                torch.tensor([6]), 16, 1, 0.125, 1.0, 1.0)  # window 1: position 5
     assert torch.equal(got[0], kv[1, 5].float())
+
+
+@pytest.mark.parametrize("cache_dtype", [torch.bfloat16, torch.float8_e4m3fn, torch.float8_e5m2])
+@pytest.mark.parametrize("window", [None, 10])
+@pytest.mark.parametrize("heads", [(9, 3), (8, 2)])
+def test_fused_qkv_step_gives_the_bits_of_rotary_write_and_attention(cache_dtype, window, heads):
+    """The decode stack's one pass per sequence: the same output and the same cache bytes as
+    rotary, the cache write and paged_decode called in turn on the fused QKV output."""
+    torch.manual_seed(0)
+    num_heads, num_kv_heads = heads
+    case = make_paged_case(LENS, num_kv_heads, 64, 16, torch.bfloat16, cache_dtype)
+    table, lens = case.block_table.long(), case.seq_lens.long()
+    last = lens - 1  # each sequence's fresh token takes its last position
+    slots = table[torch.arange(len(LENS)), last // 16] * 16 + last % 16
+    qkv = torch.randn(len(LENS), (num_heads + 2 * num_kv_heads) * 64).to(torch.bfloat16)
+    angles = last[:, None].float() * torch.rand(1, 64)
+    cos, sin = angles.cos().to(torch.bfloat16), angles.sin().to(torch.bfloat16)
+
+    q, k, v = qkv.split([num_heads * 64, num_kv_heads * 64, num_kv_heads * 64], dim=1)
+    q_rot, k_rot = KERNELS.rotary(q.view(-1, num_heads, 64), k.view(-1, num_kv_heads, 64),
+                                  cos[:, None], sin[:, None])
+    want_kv = case.kv_cache.clone()
+    if cache_dtype == torch.bfloat16:
+        KERNELS.kv_write(want_kv, k_rot, v.view(-1, num_kv_heads, 64), slots)
+    else:
+        KERNELS.kv_write_fp8(want_kv, k_rot, v.view(-1, num_kv_heads, 64), slots, case.k_scale, case.v_scale)
+    want = KERNELS.paged_decode(q_rot, want_kv, table, lens, 16, window or 0, 0.125, case.k_scale, case.v_scale)
+
+    got_kv = case.kv_cache.clone()
+    got = KERNELS.paged_decode_qkv(qkv, cos, sin, got_kv, slots, table, lens, 16, num_heads, window or 0,
+                                   0.125, case.k_scale, case.v_scale)
+    assert not got.isnan().any()
+    assert torch.equal(got.view(torch.int16), want.view(-1, num_heads * 64).view(torch.int16))
+    assert torch.equal(got_kv.view(torch.uint8), want_kv.view(torch.uint8))
+
+
+def test_fused_qkv_step_refuses_a_slot_outside_the_cache():
+    case = make_paged_case([5], 3, 64, 16, torch.bfloat16)
+    qkv = torch.zeros(1, 15 * 64, dtype=torch.bfloat16)
+    cos = torch.ones(1, 64, dtype=torch.bfloat16)
+    bad = torch.tensor([case.kv_cache.shape[1]])
+    with pytest.raises(RuntimeError, match="slot out of range"):
+        KERNELS.paged_decode_qkv(qkv, cos, cos, case.kv_cache, bad, case.block_table.long(),
+                                 case.seq_lens.long(), 16, 9, 0, 0.125, 1.0, 1.0)
