@@ -636,9 +636,13 @@ const at::BFloat16* take_fresh(const Fresh& fresh, int64_t seq, int64_t num_head
   w.k.resize(static_cast<size_t>(kv_stride));
   const at::BFloat16* row = fresh.qkv + seq * fresh.stride;
   const at::BFloat16 *c = fresh.cos + seq * head_dim, *s = fresh.sin + seq * head_dim;
-  for (int64_t h = 0; h < num_heads; ++h) dyno_rotary::rotate_head(row + h * head_dim, c, s, w.q.data() + h * head_dim, head_dim);
   const at::BFloat16* k = row + num_heads * head_dim;
-  for (int64_t h = 0; h < num_kv_heads; ++h) dyno_rotary::rotate_head(k + h * head_dim, c, s, w.k.data() + h * head_dim, head_dim);
+  for (int64_t h = 0; h < num_heads; ++h) {
+    dyno_rotary::rotate_head(row + h * head_dim, c, s, w.q.data() + h * head_dim, head_dim);
+  }
+  for (int64_t h = 0; h < num_kv_heads; ++h) {
+    dyno_rotary::rotate_head(k + h * head_dim, c, s, w.k.data() + h * head_dim, head_dim);
+  }
   const at::BFloat16* v = k + kv_stride;
   const int64_t slot = fresh.slots[seq];
   if constexpr (std::is_same_v<C, uint8_t>) {
@@ -738,9 +742,9 @@ at::Tensor paged_decode_qkv(const at::Tensor& qkv, const at::Tensor& cos, const 
               "paged_decode_qkv: qkv must be bf16 rows of [q heads | k heads | v heads]");
   TORCH_CHECK(kv.is_contiguous() && table.is_contiguous() && ctx_lens.is_contiguous(),
               "paged_decode_qkv: kv, table and ctx_lens must be contiguous");
-  TORCH_CHECK(cos.is_contiguous() && sin.is_contiguous() && cos.scalar_type() == at::kBFloat16 &&
-                  sin.scalar_type() == at::kBFloat16 && cos.numel() == rows * head_dim && sin.numel() == rows * head_dim,
-              "paged_decode_qkv: cos and sin must be contiguous bf16 [rows, head_dim]");
+  for (const at::Tensor* t : {&cos, &sin})
+    TORCH_CHECK(t->is_contiguous() && t->scalar_type() == at::kBFloat16 && t->numel() == rows * head_dim,
+                "paged_decode_qkv: cos and sin must be contiguous bf16 [rows, head_dim]");
   TORCH_CHECK(slots.is_contiguous() && slots.scalar_type() == at::kLong && slots.size(0) == rows,
               "paged_decode_qkv: one int64 slot per row");
   TORCH_CHECK(num_heads % num_kv_heads == 0, "paged_decode_qkv: heads not a multiple of kv heads");
