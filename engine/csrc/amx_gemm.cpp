@@ -27,11 +27,11 @@ namespace {
 
 using bf16 = at::BFloat16;
 
-constexpr int64_t kPanel = 32;   // output channels of a block: two tiles wide
-constexpr int64_t kKBlock = 32;  // input channels per tile row (16 bf16 pairs)
-constexpr int64_t kRows = dyno_amx::kRows;
+using dyno_amx::kKBlock;
+using dyno_amx::kPanel;  // output channels of a block
+using dyno_amx::kRows;
+using dyno_amx::kWeightBlock;
 constexpr int64_t kBlockRows = 2 * kRows;
-constexpr int64_t kWeightBlock = 2 * kRows * kPanel;  // one input block of a panel, both halves
 // Rows per L2 block, by their bytes: leaves room in the 2 MiB L2 for the panels streaming past.
 constexpr int64_t kL2RowBytes = 512 * 1024;
 constexpr int64_t kSplitRowsFrom = 512;

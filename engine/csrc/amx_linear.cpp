@@ -29,16 +29,15 @@ namespace {
 
 using bf16 = at::BFloat16;
 
-constexpr int64_t kPanel = 32;   // output channels a thread takes at a time: two tiles wide
-constexpr int64_t kKBlock = 32;  // input channels per tile row (16 bf16 pairs)
-constexpr int64_t kRows = dyno_amx::kRows;
+using dyno_amx::kKBlock;
+using dyno_amx::kPanel;  // output channels a thread takes at a time
+using dyno_amx::kRows;
+using dyno_amx::kWeightBlock;
 // Input blocks of a panel fetched ahead of the one worked on: 4 beat 2 and 8 here (measured
 // when int8 panels were converted too, 1 KiB a block).
 constexpr int64_t kPrefetchBlocks = 4;
 // Input blocks of the next panel converted while a panel's tiles drain (see row_block).
 constexpr int64_t kAheadBlocks = 4;
-
-constexpr int64_t kBlock = 2 * kRows * kPanel;  // one input block of a panel, both halves
 
 inline void prefetch(const void* p, int64_t bytes) {
   for (int64_t a = 0; a < bytes; a += 64) _mm_prefetch(static_cast<const char*>(p) + a, _MM_HINT_T0);
@@ -50,10 +49,10 @@ inline void prefetch(const void* p, int64_t bytes) {
 struct Bf16Panel {
   const bf16* src;
   const bf16* load(int64_t kb, bf16*) const {
-    prefetch(src + (kb + kPrefetchBlocks) * kBlock, kBlock * 2);
-    return src + kb * kBlock;
+    prefetch(src + (kb + kPrefetchBlocks) * kWeightBlock, kWeightBlock * 2);
+    return src + kb * kWeightBlock;
   }
-  const bf16* kept(int64_t kb, bf16*) const { return src + kb * kBlock; }
+  const bf16* kept(int64_t kb, bf16*) const { return src + kb * kWeightBlock; }
 };
 
 __attribute__((target("avx512f,avx512bw")))
@@ -85,7 +84,7 @@ struct Int4Panel {
       const __m512 s_lo = _mm512_permutexvar_ps(first, scale), s_hi = _mm512_permutexvar_ps(second, scale);
       const __m512 o_lo = _mm512_permutexvar_ps(first, offset), o_hi = _mm512_permutexvar_ps(second, offset);
       const uint8_t* rows = codes + (kb * 2 + half) * kHalfBytes;
-      bf16* out = slot + half * kBlock / 2;
+      bf16* out = slot + half * kWeightBlock / 2;
       for (int64_t row = 0; row < kRows; ++row) {
         const __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(rows + row * 16)));
         const __m512 lo = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_and_si512(v, low_nibble)), s_lo, o_lo);
@@ -110,10 +109,11 @@ void row_block(const bf16* x, int64_t k, const Panel& source, int64_t converted,
   _tile_zero(0); _tile_zero(1);
   if (kTwoTiles) { _tile_zero(2); _tile_zero(3); }
   for (int64_t kb = 0; kb < k / kKBlock; ++kb) {
-    const bf16* b = kb >= converted ? source.load(kb, buffer + kb * kBlock) : source.kept(kb, buffer + kb * kBlock);
+    bf16* slot = buffer + kb * kWeightBlock;
+    const bf16* b = kb >= converted ? source.load(kb, slot) : source.kept(kb, slot);
     _tile_loadd(4, x + kb * kKBlock, k * 2);
     _tile_loadd(6, b, 64);
-    _tile_loadd(7, b + kBlock / 2, 64);
+    _tile_loadd(7, b + kWeightBlock / 2, 64);
     _tile_dpbf16ps(0, 4, 6); _tile_dpbf16ps(1, 4, 7);
     if (kTwoTiles) {
       _tile_loadd(5, x + kRows * k + kb * kKBlock, k * 2);
@@ -194,7 +194,7 @@ at::Tensor multiply(const at::Tensor& x, int64_t n, PanelAt panel_at, const c10:
         auto ahead = [&] {
           if (r + rows < m_pad || p + 1 >= end) return;
           const Panel next = panel_at(p + 1);
-          for (int64_t kb = 0; kb < ahead_blocks; ++kb) next.load(kb, next_buffer + kb * kBlock);
+          for (int64_t kb = 0; kb < ahead_blocks; ++kb) next.load(kb, next_buffer + kb * kWeightBlock);
           converted_next = ahead_blocks;
         };
         const int64_t ready = r == 0 ? converted : k / kKBlock;  // blocks already in buffer
@@ -203,10 +203,11 @@ at::Tensor multiply(const at::Tensor& x, int64_t n, PanelAt panel_at, const c10:
         } else {
           row_block<false>(xd + r * k, k, source, ready, buffer, c, ahead);
         }
+        bf16* dest = od + r * out_n + p * out_cols;
         if (kSilu) {
-          store_silu_rows(c, std::min(rows, m - r), bd ? bd + col : nullptr, od + r * out_n + p * out_cols, out_n);
+          store_silu_rows(c, std::min(rows, m - r), bd ? bd + col : nullptr, dest, out_n);
         } else {
-          store_rows(c, std::min(rows, m - r), bd ? bd + col : nullptr, od + r * n + col, n);
+          store_rows(c, std::min(rows, m - r), bd ? bd + col : nullptr, dest, out_n);
         }
       }
       converted = converted_next;

@@ -11,6 +11,13 @@ namespace dyno_amx {
 
 constexpr int64_t kRows = 16;  // rows of every tile; each row is 64 bytes
 
+// A bf16 weight in amx_layout.tile_order's order, as the linear kernels read it: panels of 32
+// output channels (two tiles wide), each in blocks of 32 inputs (16 bf16 pairs a tile row),
+// a block's two 16-channel halves one tile each.
+constexpr int64_t kPanel = 32;
+constexpr int64_t kKBlock = 32;
+constexpr int64_t kWeightBlock = 2 * kRows * kPanel;  // elements of one input block of a panel
+
 // Linux hands out the AMX register state only on request (ARCH_REQ_XCOMP_PERM, XTILEDATA).
 inline bool permitted() {
   static const bool ok = syscall(SYS_arch_prctl, 0x1023, 18) == 0;
