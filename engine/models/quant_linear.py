@@ -182,6 +182,7 @@ class Int8Linear(_WeightOnlyLinear):
 
 class Int4Linear(_WeightOnlyLinear):
     gemv_up_to_rows = INT4_GEMV_UP_TO_ROWS
+    silu_fused = False  # set in __init__ for a gate/up layer on AMX
 
     def __init__(self, linear: nn.Linear, gate_up: bool = False) -> None:
         codes, scales_and_zeros = quantize_int4(linear.weight.detach())
@@ -204,8 +205,6 @@ class Int4Linear(_WeightOnlyLinear):
                                amx_layout.pack_int4_gemv(codes, scales_and_zeros)
                                + amx_layout.pack_int4(amx_codes, amx_scales)):
                 self.register_buffer(name, t)
-
-    silu_fused = False
 
     def _gemv(self, x: torch.Tensor) -> torch.Tensor:
         return self._amx.int4_gemv(x, self.gemv_codes, self.gemv_params, self.bias)
