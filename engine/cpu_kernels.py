@@ -24,7 +24,8 @@ logger = logging.getLogger(__name__)
 _SOURCES = tuple(Path(__file__).parent / "csrc" / name
                  for name in ("bindings.cpp", "paged_decode.cpp", "kv_write.cpp",
                                   "elementwise.cpp", "amx_linear.cpp", "amx_gemm.cpp",
-                                  "prefill_attention.cpp", "greedy.cpp", "gemv.cpp", "decode_stack.cpp"))
+                                  "prefill_attention.cpp", "greedy.cpp", "gemv.cpp", "vnni_linear.cpp",
+                                  "decode_stack.cpp"))
 _HEADERS = tuple(Path(__file__).parent / "csrc" / name for name in ("amx_tiles.h", "bf16_vec.h", "decode_stack.h", "fp8.h",
                                                                       "kernels.h", "rotary.h", "row_quant.h"))
 _FLAGS = ["-O3", "-march=native", "-fopenmp", "-ffast-math"]

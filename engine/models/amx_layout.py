@@ -79,3 +79,15 @@ def kernels_for(weight: torch.Tensor):
     kernels = cpu_kernels.load()
     usable = kernels is not None and kernels.amx_available() and kernels.gemv_available()
     return kernels if usable else None
+
+
+def vnni_kernels_for(weight: torch.Tensor):
+    """dyno's CPU kernels when a CPU without AMX runs an int4 layer of this weight on AVX-512
+    VNNI (engine/csrc/vnni_linear.cpp, and gemv.cpp for a few rows), else None."""
+    n, k = weight.shape
+    if weight.device.type != "cpu" or n % TILE or k % TILE:
+        return None
+    kernels = cpu_kernels.load()
+    usable = (kernels is not None and not kernels.amx_available() and kernels.vnni_available()
+              and kernels.gemv_available())
+    return kernels if usable else None

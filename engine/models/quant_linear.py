@@ -25,9 +25,15 @@ speed, all int4 linears of the default model from a cold cache in 3.7 ms against
 kernels below amx_below_rows (int8 on AMX-INT8 with its rows quantized the same way: the
 lm_head in 1.4-1.5 ms at 1 to 32 rows against 1.9-2.5 converting its weights to bf16), and from
 there (prompts) the dequantized weight in bf16 through engine/models/prompt_linear.py's kernel:
-the same weights at bf16's speed, at the cost of holding both copies. On a CPU without AMX, batches of
-DENSE_FROM_ROWS rows or more take the bf16 copy (packed for oneDNN) and smaller ones torch's
-kernels.
+the same weights at bf16's speed, at the cost of holding both copies.
+
+On a CPU with AVX-512 VNNI but no AMX (AMD Zen 4/5), where bf16 matmuls are bound by arithmetic
+from a few dozen rows, an int4 layer keeps no bf16 copy: one to four rows take the few-row
+kernel, and every larger batch engine/csrc/vnni_linear.cpp's, which multiplies bytes (rows
+quantized per group of 32): on two Zen 5 cores 1.5x oneDNN's bf16 matmul at 32 rows and 1.3x
+at 2048. An int4 + fp8 decode step at 32 sequences 23.7 -> 21.1 ms, a 2048-token prompt step
+813 -> 736. Elsewhere without AMX, and for int8 layers, batches of DENSE_FROM_ROWS rows or more
+take the bf16 copy (packed for oneDNN) and smaller ones torch's kernels.
 
 int8: one symmetric scale per output channel. int4: asymmetric, one scale and zero point per
 group of 32 input channels, as torch's int4 CPU kernel takes them. Activations stay in the
@@ -101,12 +107,17 @@ class _WeightOnlyLinear(nn.Module):
     gemv_up_to_rows = 0
     amx_below_rows: int | None = None  # None: PROMPT_FROM_ROWS
 
-    def __init__(self, linear: nn.Linear, dequantized: torch.Tensor, gate_up: bool = False) -> None:
+    def __init__(self, linear: nn.Linear, dequantized: torch.Tensor, gate_up: bool = False,
+                 vnni=None) -> None:
         super().__init__()
         self._amx = amx_layout.kernels_for(dequantized)
+        self._vnni = vnni  # without AMX: VNNI kernels for every batch, and no bf16 copy
         self.bias = linear.bias
         if self._amx is not None:  # prompts take the bf16 copy in tile order
             self.dense = PromptLinear(dequantized, linear.bias, self._amx, gate_up)
+            return
+        if vnni is not None:
+            self.dense = None
             return
         # skip_init: the random init its weight would get first took ~0.4 s of a load
         dense = torch.nn.utils.skip_init(_DenseCopy, linear.in_features, linear.out_features,
@@ -121,6 +132,8 @@ class _WeightOnlyLinear(nn.Module):
         if x.dim() != 2:  # the engine passes [tokens, features]; others may not
             return self.forward(x.reshape(-1, x.shape[-1])).reshape(*x.shape[:-1], -1)
         rows = x.shape[0]
+        if self._vnni is not None:
+            return self._vnni_matmul(x)
         if self._amx is None:
             if rows >= DENSE_FROM_ROWS:
                 return self.dense(x)
@@ -151,6 +164,9 @@ class _WeightOnlyLinear(nn.Module):
         raise NotImplementedError
 
     def _amx_matmul(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _vnni_matmul(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
 
@@ -187,8 +203,12 @@ class Int4Linear(_WeightOnlyLinear):
     def __init__(self, linear: nn.Linear, gate_up: bool = False) -> None:
         codes, scales_and_zeros = quantize_int4(linear.weight.detach())
         scales_and_zeros = scales_and_zeros.to(torch.bfloat16)
-        super().__init__(linear, dequantize_int4(codes, scales_and_zeros.float()), gate_up)
-        if self._amx is None:
+        super().__init__(linear, dequantize_int4(codes, scales_and_zeros.float()), gate_up,
+                         amx_layout.vnni_kernels_for(linear.weight))
+        if self._vnni is not None:
+            for name, t in zip(("gemv_codes", "gemv_params"), amx_layout.pack_int4_gemv(codes, scales_and_zeros)):
+                self.register_buffer(name, t)
+        elif self._amx is None:
             self.register_buffer("packed", torch.ops.aten._convert_weight_to_int4pack_for_cpu(
                 codes, _INNER_K_TILES))
             self.register_buffer("scales_and_zeros", scales_and_zeros)
@@ -208,6 +228,11 @@ class Int4Linear(_WeightOnlyLinear):
 
     def _gemv(self, x: torch.Tensor) -> torch.Tensor:
         return self._amx.int4_gemv(x, self.gemv_codes, self.gemv_params, self.bias)
+
+    def _vnni_matmul(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] <= self.gemv_up_to_rows:  # rows kept to 15 bits where the weights' bytes set the time
+            return self._vnni.int4_gemv(x, self.gemv_codes, self.gemv_params, self.bias)
+        return self._vnni.vnni_int4_linear(x, self.gemv_codes, self.gemv_params, self.bias)
 
     def _amx_matmul(self, x: torch.Tensor) -> torch.Tensor:
         out = self._amx.amx_int4_linear(x, self.amx_codes, self.amx_params, self.bias, False)

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from engine import LLM, SamplingParams, cpu_kernels
 
 KERNELS = cpu_kernels.load()
-pytestmark = pytest.mark.skipif(KERNELS is None or not KERNELS.amx_available(),
+pytestmark = pytest.mark.skipif(KERNELS is None or not (KERNELS.amx_available() or KERNELS.vnni_available()),
                                 reason="no AMX on this CPU, or dyno's CPU kernels did not build here")
 
 HEADS, KV_HEADS, DIM = 9, 3, 64

@@ -1,0 +1,173 @@
+// int4 linears for any number of rows on CPUs with AVX-512 VNNI but no AMX (AMD Zen 4/5, older
+// Xeons), where every other path multiplies in bf16.
+//
+// There, at 32 rows or more, a linear is bound by arithmetic, not by reading its weights: torch's
+// bf16 matmul (oneDNN, VDPBF16PS) reaches ~530-650 GFLOPS on two Zen 5 cores, while VPDPBUSD,
+// which multiplies 64 byte pairs where VDPBF16PS multiplies 32 bf16 pairs, issues at 1.5x the
+// rate: its peak is ~3x bf16's. So the rows become signed bytes (row_quant.h quantize_row8: a
+// scale per row, |x_q| <= 127) and the codes stay unsigned nibbles, and the sums are integers
+// per group of 32 inputs, scaled by the group's scale once they are done.
+//
+// Weights in amx_layout.pack_int4_gemv's order, shared with gemv.cpp's few-row kernel: per 16
+// channels and group of 32 inputs, four 64-byte rows whose byte 4c + j holds input 4i + j of
+// channel c (low nibble) and input 16 + 4i + j (high), i the row; then the group's 16 scales
+// and 16 zero points (bf16). weight = (code - 8) * scale + zero = code * scale + offset, so
+//   out[r, c] = x_scale[r] * sum_g (scale[g, c] * sum_k code * x_q  +  offset[g, c] * sum_k x_q).
+#include <ATen/ATen.h>
+#include <c10/util/Optional.h>
+
+#include <cstdint>
+
+#if defined(__AVX512VNNI__) && defined(__AVX512BW__) && defined(__AVX512BF16__)
+#include <immintrin.h>
+
+#include <algorithm>
+#include <type_traits>
+#include <vector>
+
+#include "bf16_vec.h"
+#include "row_quant.h"
+
+namespace {
+
+using bf16 = at::BFloat16;
+
+constexpr int64_t kGroup = 32;    // inputs per scale and zero point
+// Rows a register block holds: 12 integer and 12 float totals. 4 rows reached 1.3 TOPS, 8
+// spilled (1.2); 6 reach 1.4.
+constexpr int64_t kRows = 6;
+constexpr int64_t kBlocks = 2;    // 16-channel blocks a register block holds
+// Rows per pass over the weights: their bytes stay in L2 while every channel block reads them.
+constexpr int64_t kChunkBytes = 512 * 1024;
+
+struct Rows8 {
+  std::vector<int8_t> q;              // [m][k]
+  std::vector<float> scale;           // [m][k / kGroup]
+  std::vector<float> weighted_sums;   // [m][k / kGroup]: scale * sum of x_q
+};
+
+Rows8 quantize_rows(const at::Tensor& x) {
+  const int64_t m = x.size(0), k = x.size(1), groups = k / kGroup;
+  Rows8 rows{std::vector<int8_t>(m * k), std::vector<float>(m * groups), std::vector<float>(m * groups)};
+  const bf16* xd = x.data_ptr<bf16>();
+#pragma omp parallel for schedule(static) if (m >= 16)
+  for (int64_t r = 0; r < m; ++r)
+    dyno_rows::quantize_groups8(xd + r * x.stride(0), k, rows.q.data() + r * k, rows.scale.data() + r * groups,
+                                rows.weighted_sums.data() + r * groups);
+  return rows;
+}
+
+// R rows (R <= kRows) by two 16-channel blocks, all groups: the integer sums of one group go
+// into the float totals before the next group starts.
+template <int R>
+void block(const uint8_t* codes, const bf16* params, int64_t groups, const int8_t* q, int64_t k,
+           const float* row_scale, const float* weighted_sums, const float* bias, bf16* out, int64_t n) {
+  const __m512i nibble = _mm512_set1_epi8(0x0F);
+  const int64_t block_bytes = groups * 256, block_params = groups * 32;
+  __m512 total[R][kBlocks];
+  for (int r = 0; r < R; ++r)
+    for (int b = 0; b < kBlocks; ++b) total[r][b] = _mm512_setzero_ps();
+  for (int64_t g = 0; g < groups; ++g) {
+    __m512i dot[R][kBlocks];
+    for (int r = 0; r < R; ++r)
+      for (int b = 0; b < kBlocks; ++b) dot[r][b] = _mm512_setzero_si512();
+    for (int i = 0; i < 4; ++i) {
+      __m512i first[kBlocks], second[kBlocks];
+      for (int b = 0; b < kBlocks; ++b) {
+        const __m512i v = _mm512_loadu_si512(codes + b * block_bytes + g * 256 + i * 64);
+        first[b] = _mm512_and_si512(v, nibble);
+        second[b] = _mm512_and_si512(_mm512_srli_epi16(v, 4), nibble);
+      }
+      for (int r = 0; r < R; ++r) {
+        const int32_t* row = reinterpret_cast<const int32_t*>(q + r * k + g * kGroup);
+        const __m512i a = _mm512_set1_epi32(row[i]), c = _mm512_set1_epi32(row[i + 4]);
+        for (int b = 0; b < kBlocks; ++b) {
+          dot[r][b] = _mm512_dpbusd_epi32(dot[r][b], first[b], a);
+          dot[r][b] = _mm512_dpbusd_epi32(dot[r][b], second[b], c);
+        }
+      }
+    }
+    for (int b = 0; b < kBlocks; ++b) {
+      const bf16* p = params + b * block_params + g * 32;
+      const __m512 scale = dyno_vec::load(p), zero = dyno_vec::load(p + 16);
+      const __m512 offset = _mm512_fnmadd_ps(_mm512_set1_ps(8.f), scale, zero);
+      for (int r = 0; r < R; ++r) {
+        const __m512 dot_x = _mm512_mul_ps(_mm512_cvtepi32_ps(dot[r][b]), _mm512_set1_ps(row_scale[r * groups + g]));
+        total[r][b] = _mm512_fmadd_ps(dot_x, scale, total[r][b]);
+        total[r][b] = _mm512_fmadd_ps(_mm512_set1_ps(weighted_sums[r * groups + g]), offset, total[r][b]);
+      }
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    for (int b = 0; b < kBlocks; ++b) {
+      __m512 v = total[r][b];
+      if (bias != nullptr) v = _mm512_add_ps(v, _mm512_loadu_ps(bias + b * 16));
+      dyno_vec::store(out + r * n + b * 16, v);
+    }
+  }
+}
+
+template <typename Fn>
+void by_rows(int64_t m, Fn fn) {
+  switch (m) {
+    case 1: fn(std::integral_constant<int, 1>()); break;
+    case 2: fn(std::integral_constant<int, 2>()); break;
+    case 3: fn(std::integral_constant<int, 3>()); break;
+    case 4: fn(std::integral_constant<int, 4>()); break;
+    case 5: fn(std::integral_constant<int, 5>()); break;
+    default: fn(std::integral_constant<int, 6>()); break;
+  }
+}
+
+}  // namespace
+
+bool vnni_available() { return true; }
+
+// out[M, N] = x[M, K] @ dequantized^T + bias, from pack_int4_gemv's codes ([N/16][K/32][4][64]
+// bytes) and params ([N/16][K/32][2][16] bf16 scales, zero points).
+at::Tensor vnni_int4_linear(const at::Tensor& x, const at::Tensor& codes, const at::Tensor& params,
+                            const c10::optional<at::Tensor>& bias) {
+  TORCH_CHECK(x.dim() == 2 && x.scalar_type() == at::kBFloat16 && x.stride(1) == 1,
+              "vnni_int4_linear: x must be bf16 [M, K] with contiguous rows");
+  const int64_t m = x.size(0), k = x.size(1), groups = k / kGroup;
+  TORCH_CHECK(k % kGroup == 0, "vnni_int4_linear: K must be a multiple of 32");
+  const int64_t n = params.numel() * kGroup / 2 / k;
+  TORCH_CHECK(n % (16 * kBlocks) == 0 && codes.scalar_type() == at::kByte && codes.numel() * 2 == n * k &&
+                  codes.is_contiguous() && params.scalar_type() == at::kBFloat16 && params.is_contiguous(),
+              "vnni_int4_linear: codes must hold N*K/2 uint8 and params 2*N*K/32 bf16, N a multiple of 32");
+  at::Tensor out = at::empty({m, n}, x.options());
+  if (m == 0) return out;
+  const Rows8 rows = quantize_rows(x);
+  at::Tensor b = bias.has_value() ? bias->to(at::kFloat).contiguous() : at::Tensor();
+  const float* bd = b.defined() ? b.data_ptr<float>() : nullptr;
+  const uint8_t* cd = codes.data_ptr<uint8_t>();
+  const bf16* pd = params.data_ptr<bf16>();
+  bf16* od = out.data_ptr<bf16>();
+  const int64_t pairs = n / (16 * kBlocks);
+  const int64_t chunk = std::max<int64_t>(kRows, kChunkBytes / k / kRows * kRows);
+  for (int64_t r0 = 0; r0 < m; r0 += chunk) {
+    const int64_t r1 = std::min(m, r0 + chunk);
+#pragma omp parallel for schedule(static)
+    for (int64_t p = 0; p < pairs; ++p) {
+      const int64_t c0 = p * 16 * kBlocks;
+      for (int64_t r = r0; r < r1; r += kRows) {
+        by_rows(std::min(kRows, r1 - r), [&](auto rows_here) {
+          block<decltype(rows_here)::value>(
+              cd + c0 * groups * 16, pd + c0 * groups * 2, groups, rows.q.data() + r * k, k,
+              rows.scale.data() + r * groups, rows.weighted_sums.data() + r * groups, bd != nullptr ? bd + c0 : nullptr,
+              od + r * n + c0, n);
+        });
+      }
+    }
+  }
+  return out;
+}
+#else  // without AVX-512 VNNI the callers keep to torch's kernels
+bool vnni_available() { return false; }
+
+at::Tensor vnni_int4_linear(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                            const c10::optional<at::Tensor>&) {
+  TORCH_CHECK(false, "vnni_int4_linear: built for a CPU without AVX-512 VNNI");
+  return {};
+}
+#endif

@@ -1,0 +1,77 @@
+"""dyno's int4 linear for any number of rows on AVX-512 VNNI (engine/csrc/vnni_linear.cpp), as
+`--quantization int4` layers run batches of five rows or more on a CPU without AMX. Each row
+is quantized to signed bytes with a scale per group of 32 inputs (llama.cpp's Q8_0), and the
+integer sums are scaled per group: the result is that arithmetic's, up to the order of fp32
+sums, ties in the rounding to bytes and the final bf16 rounding, and within ~1% of the fp32
+product."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from engine import cpu_kernels
+from engine.models.amx_layout import pack_int4_gemv
+from engine.models.quant_linear import dequantize_int4, quantize_int4
+
+KERNELS = cpu_kernels.load()
+pytestmark = pytest.mark.skipif(KERNELS is None or not KERNELS.vnni_available(),
+                                reason="dyno's CPU kernels did not build here, or without AVX-512 VNNI")
+
+
+def _int4(n: int, k: int, seed: int = 0):
+    torch.manual_seed(seed)
+    codes, scales_and_zeros = quantize_int4(torch.randn(n, k))
+    scales_and_zeros = scales_and_zeros.to(torch.bfloat16)
+    return pack_int4_gemv(codes, scales_and_zeros), dequantize_int4(codes, scales_and_zeros.float())
+
+
+def _rows_as_q8(x: torch.Tensor) -> torch.Tensor:
+    """x as the kernel sees it: per group of 32, round(x * 127 / max |x|) * max |x| / 127."""
+    groups = x.float().reshape(x.shape[0], -1, 32)
+    top = groups.abs().amax(dim=-1, keepdim=True)
+    q = torch.round(groups * (127 / top.clamp(min=1e-30)))
+    return (q * (top / 127)).reshape(x.shape)
+
+
+@pytest.mark.parametrize("rows", [1, 5, 6, 7, 13, 64, 700])
+@pytest.mark.parametrize("n, k", [(64, 96), (576, 1024)])
+def test_rows_get_their_q8_values_times_the_int4_weight(rows, n, k):
+    torch.manual_seed(rows)
+    x = torch.randn(rows, k, dtype=torch.bfloat16)
+    bias = torch.randn(n, dtype=torch.bfloat16)
+    (codes, params), weight = _int4(n, k)
+    got = KERNELS.vnni_int4_linear(x, codes, params, bias)
+    assert got.dtype == torch.bfloat16 and got.shape == (rows, n)
+    want = _rows_as_q8(x) @ weight.T + bias.float()
+    # an input at a rounding tie may take the other code (the kernel's 127 / max is a reciprocal)
+    one_step = float(x.float().abs().max() / 127 * weight.abs().max())
+    torch.testing.assert_close(got.float(), want, rtol=2 ** -7, atol=2 * one_step)
+    exact = x.float() @ weight.T + bias.float()
+    assert float((got.float() - exact).norm() / exact.norm()) < 0.01
+
+
+def test_a_row_gets_the_same_bits_alone_or_in_a_batch():
+    x = torch.randn(9, 576, dtype=torch.bfloat16) * torch.tensor([[1.0], [30.0], [0.01]] * 3).bfloat16()
+    (codes, params), _ = _int4(96, 576)
+    batch = KERNELS.vnni_int4_linear(x, codes, params, None)
+    for i in range(9):
+        assert torch.equal(KERNELS.vnni_int4_linear(x[i:i + 1], codes, params, None)[0], batch[i])
+
+
+def test_zero_rows_give_the_bias_and_inf_or_nan_give_nan_to_their_row_only():
+    x = torch.randn(4, 96, dtype=torch.bfloat16)
+    x[1] = 0
+    x[2, 5] = float("inf")
+    x[3, 70] = float("nan")
+    bias = torch.randn(64, dtype=torch.bfloat16)
+    (codes, params), _ = _int4(64, 96)
+    got = KERNELS.vnni_int4_linear(x, codes, params, bias)
+    assert torch.equal(got[1], bias)
+    assert bool(got[2:].isnan().all()) and not bool(got[:2].isnan().any())
+
+
+def test_other_shapes_are_refused():
+    (codes, params), _ = _int4(64, 96)
+    with pytest.raises(RuntimeError, match="multiple of 32"):
+        KERNELS.vnni_int4_linear(torch.randn(2, 80, dtype=torch.bfloat16), codes, params, None)
