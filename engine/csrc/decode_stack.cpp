@@ -21,6 +21,9 @@ at::Tensor Linear::operator()(const at::Tensor& x) const {
       if (x.size(0) <= gemv_up_to_rows) return int4_gemv(x, gemv_codes, gemv_params, bias);
       TORCH_CHECK(!silu_fused, "decode stack: a fused gate/up layer's AMX batches give SiLU-and-mul only");
       return amx_int4_linear(x, weight, params, bias, false);
+    case kInt4Vnni:
+      if (x.size(0) <= gemv_up_to_rows) return int4_gemv(x, weight, params, bias);
+      return vnni_int4_linear(x, weight, params, bias);
   }
   TORCH_CHECK(false, "decode stack: unknown linear kind ", kind);
   return {};

@@ -11,9 +11,10 @@
 namespace dyno_stack {
 
 // One linear layer as the kernel that takes its decode batches: bf16 weights in tile order,
-// int8 on AMX-INT8, or int4 on AMX (and on the VNNI kernel up to gemv_up_to_rows rows).
+// int8 on AMX-INT8, int4 on AMX (and on the VNNI kernel up to gemv_up_to_rows rows), or, on a
+// CPU without AMX, int4 on the VNNI kernels only (weight and params: the gemv codes).
 struct Linear {
-  enum Kind : int64_t { kBf16 = 0, kInt8 = 1, kInt4 = 2 };
+  enum Kind : int64_t { kBf16 = 0, kInt8 = 1, kInt4 = 2, kInt4Vnni = 3 };
   int64_t kind;
   at::Tensor weight, params;            // tiles (bf16); packed + scale (int8); codes + params (int4)
   at::Tensor gemv_codes, gemv_params;   // int4 only

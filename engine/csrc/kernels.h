@@ -38,6 +38,8 @@ at::Tensor int4_gemv(const at::Tensor& x, const at::Tensor& codes, const at::Ten
 bool vnni_available();
 at::Tensor vnni_int4_linear(const at::Tensor& x, const at::Tensor& codes, const at::Tensor& params,
                             const c10::optional<at::Tensor>& bias);
+at::Tensor vnni_int8_linear(const at::Tensor& x, const at::Tensor& codes, const at::Tensor& scale,
+                            const c10::optional<at::Tensor>& bias);
 void kv_write(at::Tensor& kv, const at::Tensor& k, const at::Tensor& v, const at::Tensor& slots);
 void kv_write_fp8(at::Tensor& kv, const at::Tensor& k, const at::Tensor& v, const at::Tensor& slots,
                   double k_scale, double v_scale);

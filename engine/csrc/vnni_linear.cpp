@@ -1,18 +1,21 @@
-// int4 linears for any number of rows on CPUs with AVX-512 VNNI but no AMX (AMD Zen 4/5, older
-// Xeons), where every other path multiplies in bf16.
+// int4 and int8 linears for any number of rows on CPUs with AVX-512 VNNI but no AMX (AMD Zen
+// 4/5, older Xeons), where every other path multiplies in bf16.
 //
 // There, at 32 rows or more, a linear is bound by arithmetic, not by reading its weights: torch's
-// bf16 matmul (oneDNN, VDPBF16PS) reaches ~530-650 GFLOPS on two Zen 5 cores, while VPDPBUSD,
+// bf16 matmul (oneDNN, VDPBF16PS) reaches ~530-950 GFLOPS on two Zen 5 cores, while VPDPBUSD,
 // which multiplies 64 byte pairs where VDPBF16PS multiplies 32 bf16 pairs, issues at 1.5x the
-// rate: its peak is ~3x bf16's. So the rows become signed bytes (row_quant.h quantize_row8: a
-// scale per row, |x_q| <= 127) and the codes stay unsigned nibbles, and the sums are integers
-// per group of 32 inputs, scaled by the group's scale once they are done.
+// rate: its peak is ~3x bf16's. So the rows become signed bytes with a scale per group of 32
+// inputs (row_quant.h quantize_groups8, as llama.cpp's Q8_0), the weights stay unsigned bytes
+// (int4 codes, or int8 + 128), and each group's integer sums are scaled once they are done.
+// 1.1-1.4 TOPS here: 1.3-2x oneDNN's bf16 matmul of the same layers.
 //
-// Weights in amx_layout.pack_int4_gemv's order, shared with gemv.cpp's few-row kernel: per 16
-// channels and group of 32 inputs, four 64-byte rows whose byte 4c + j holds input 4i + j of
+// int4 weights in amx_layout.pack_int4_gemv's order, shared with gemv.cpp's few-row kernel: per
+// 16 channels and group of 32 inputs, four 64-byte rows whose byte 4c + j holds input 4i + j of
 // channel c (low nibble) and input 16 + 4i + j (high), i the row; then the group's 16 scales
 // and 16 zero points (bf16). weight = (code - 8) * scale + zero = code * scale + offset, so
-//   out[r, c] = x_scale[r] * sum_g (scale[g, c] * sum_k code * x_q  +  offset[g, c] * sum_k x_q).
+//   out[r, c] = sum_g x_scale[r, g] * (scale[g, c] * sum_k code * x_q + offset[g, c] * sum_k x_q).
+// int8 weights (one scale per channel) in pack_int8_vnni's order, as weight + 128:
+//   out[r, c] = scale[c] * (sum_g x_scale[r, g] * sum_k (q + 128) * x_q  -  128 * sum_k x).
 #include <ATen/ATen.h>
 #include <c10/util/Optional.h>
 
@@ -22,6 +25,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <iterator>
 #include <type_traits>
 #include <vector>
 
@@ -57,14 +61,36 @@ Rows8 quantize_rows(const at::Tensor& x) {
   return rows;
 }
 
-// R rows (R <= kRows) by two 16-channel blocks, all groups: the integer sums of one group go
-// into the float totals before the next group starts.
-template <int R>
-void block(const uint8_t* codes, const bf16* params, int64_t groups, const int8_t* q, int64_t k,
-           const float* row_scale, const float* weighted_sums, const float* bias, bf16* out, int64_t n) {
+// The two weight formats, as the block below reads them: per 16 channels and group of 32
+// inputs, operands(i) gives the 64-byte VPDPBUSD operands of inputs 4i .. 4i + 3 (first) and
+// 16 + 4i .. 16 + 4i + 3 (second) of the 16 channels, as unsigned bytes.
+struct Int4Codes {  // pack_int4_gemv: four rows of nibbles a group, then the group's params
+  static constexpr int64_t kGroupBytes = 256;
   const __m512i nibble = _mm512_set1_epi8(0x0F);
-  const int64_t block_bytes = groups * 256, block_params = groups * 32;
-  __m512 total[R][kBlocks];
+  void operands(const uint8_t* group, int i, __m512i& first, __m512i& second) const {
+    const __m512i v = _mm512_loadu_si512(group + i * 64);
+    first = _mm512_and_si512(v, nibble);
+    second = _mm512_and_si512(_mm512_srli_epi16(v, 4), nibble);
+  }
+};
+
+struct Int8Codes {  // pack_int8_vnni: eight rows of weight + 128 a group, first and second by turns
+  static constexpr int64_t kGroupBytes = 512;
+  void operands(const uint8_t* group, int i, __m512i& first, __m512i& second) const {
+    first = _mm512_loadu_si512(group + i * 128);
+    second = _mm512_loadu_si512(group + i * 128 + 64);
+  }
+};
+
+// R rows (R <= kRows) by two 16-channel blocks, all groups: the integer sums of one group go
+// into the float totals before the next group starts. int4: total = sum_g x_scale * (scale *
+// dot + offset * sum x_q), bias added; int8: total = sum_g x_scale * dot, and the caller's
+// finish takes away 128 * sum x and multiplies by the channel's scale.
+template <typename Codes, int R>
+void block(const uint8_t* codes, const bf16* params, int64_t groups, const int8_t* q, int64_t k,
+           const float* row_scale, const float* weighted_sums, __m512 (&total)[R][kBlocks]) {
+  const Codes format;
+  const int64_t block_bytes = groups * Codes::kGroupBytes, block_params = groups * 32;
   for (int r = 0; r < R; ++r)
     for (int b = 0; b < kBlocks; ++b) total[r][b] = _mm512_setzero_ps();
   for (int64_t g = 0; g < groups; ++g) {
@@ -73,11 +99,7 @@ void block(const uint8_t* codes, const bf16* params, int64_t groups, const int8_
       for (int b = 0; b < kBlocks; ++b) dot[r][b] = _mm512_setzero_si512();
     for (int i = 0; i < 4; ++i) {
       __m512i first[kBlocks], second[kBlocks];
-      for (int b = 0; b < kBlocks; ++b) {
-        const __m512i v = _mm512_loadu_si512(codes + b * block_bytes + g * 256 + i * 64);
-        first[b] = _mm512_and_si512(v, nibble);
-        second[b] = _mm512_and_si512(_mm512_srli_epi16(v, 4), nibble);
-      }
+      for (int b = 0; b < kBlocks; ++b) format.operands(codes + b * block_bytes + g * Codes::kGroupBytes, i, first[b], second[b]);
       for (int r = 0; r < R; ++r) {
         const int32_t* row = reinterpret_cast<const int32_t*>(q + r * k + g * kGroup);
         const __m512i a = _mm512_set1_epi32(row[i]), c = _mm512_set1_epi32(row[i + 4]);
@@ -88,21 +110,19 @@ void block(const uint8_t* codes, const bf16* params, int64_t groups, const int8_
       }
     }
     for (int b = 0; b < kBlocks; ++b) {
-      const bf16* p = params + b * block_params + g * 32;
-      const __m512 scale = dyno_vec::load(p), zero = dyno_vec::load(p + 16);
-      const __m512 offset = _mm512_fnmadd_ps(_mm512_set1_ps(8.f), scale, zero);
-      for (int r = 0; r < R; ++r) {
-        const __m512 dot_x = _mm512_mul_ps(_mm512_cvtepi32_ps(dot[r][b]), _mm512_set1_ps(row_scale[r * groups + g]));
-        total[r][b] = _mm512_fmadd_ps(dot_x, scale, total[r][b]);
-        total[r][b] = _mm512_fmadd_ps(_mm512_set1_ps(weighted_sums[r * groups + g]), offset, total[r][b]);
+      if constexpr (std::is_same_v<Codes, Int8Codes>) {
+        for (int r = 0; r < R; ++r)
+          total[r][b] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot[r][b]), _mm512_set1_ps(row_scale[r * groups + g]), total[r][b]);
+      } else {
+        const bf16* p = params + b * block_params + g * 32;
+        const __m512 scale = dyno_vec::load(p), zero = dyno_vec::load(p + 16);
+        const __m512 offset = _mm512_fnmadd_ps(_mm512_set1_ps(8.f), scale, zero);
+        for (int r = 0; r < R; ++r) {
+          const __m512 dot_x = _mm512_mul_ps(_mm512_cvtepi32_ps(dot[r][b]), _mm512_set1_ps(row_scale[r * groups + g]));
+          total[r][b] = _mm512_fmadd_ps(dot_x, scale, total[r][b]);
+          total[r][b] = _mm512_fmadd_ps(_mm512_set1_ps(weighted_sums[r * groups + g]), offset, total[r][b]);
+        }
       }
-    }
-  }
-  for (int r = 0; r < R; ++r) {
-    for (int b = 0; b < kBlocks; ++b) {
-      __m512 v = total[r][b];
-      if (bias != nullptr) v = _mm512_add_ps(v, _mm512_loadu_ps(bias + b * 16));
-      dyno_vec::store(out + r * n + b * 16, v);
     }
   }
 }
@@ -118,6 +138,43 @@ void by_rows(int64_t m, Fn fn) {
     default: fn(std::integral_constant<int, 6>()); break;
   }
 }
+// Every row block of every pair of channel blocks, rows in chunks that stay in L2: block's
+// totals, then finish(totals, rows, first row, first channel) stores them.
+template <typename Codes, typename Finish>
+void multiply(const Rows8& rows, int64_t m, int64_t k, int64_t n, const uint8_t* codes, const bf16* params,
+              Finish finish) {
+  const int64_t groups = k / kGroup, pairs = n / (16 * kBlocks);
+  const int64_t chunk = std::max<int64_t>(kRows, kChunkBytes / k / kRows * kRows);
+  for (int64_t r0 = 0; r0 < m; r0 += chunk) {
+    const int64_t r1 = std::min(m, r0 + chunk);
+#pragma omp parallel for schedule(static)
+    for (int64_t p = 0; p < pairs; ++p) {
+      const int64_t c0 = p * 16 * kBlocks;
+      for (int64_t r = r0; r < r1; r += kRows) {
+        by_rows(std::min(kRows, r1 - r), [&](auto rows_here) {
+          constexpr int R = decltype(rows_here)::value;
+          __m512 total[R][kBlocks];
+          block<Codes, R>(codes + c0 / 16 * groups * Codes::kGroupBytes, params + c0 * groups * 2, groups,
+                          rows.q.data() + r * k, k, rows.scale.data() + r * groups,
+                          rows.weighted_sums.data() + r * groups, total);
+          finish(total, r, c0);
+        });
+      }
+    }
+  }
+}
+
+void check_rows(const at::Tensor& x, const char* name) {
+  TORCH_CHECK(x.dim() == 2 && x.scalar_type() == at::kBFloat16 && x.stride(1) == 1, name,
+              ": x must be bf16 [M, K] with contiguous rows");
+  TORCH_CHECK(x.size(1) % kGroup == 0, name, ": K must be a multiple of 32");
+}
+
+const float* float_bias(const c10::optional<at::Tensor>& bias, at::Tensor& holder) {
+  if (!bias.has_value()) return nullptr;
+  holder = bias->to(at::kFloat).contiguous();
+  return holder.data_ptr<float>();
+}
 
 }  // namespace
 
@@ -127,39 +184,59 @@ bool vnni_available() { return true; }
 // bytes) and params ([N/16][K/32][2][16] bf16 scales, zero points).
 at::Tensor vnni_int4_linear(const at::Tensor& x, const at::Tensor& codes, const at::Tensor& params,
                             const c10::optional<at::Tensor>& bias) {
-  TORCH_CHECK(x.dim() == 2 && x.scalar_type() == at::kBFloat16 && x.stride(1) == 1,
-              "vnni_int4_linear: x must be bf16 [M, K] with contiguous rows");
-  const int64_t m = x.size(0), k = x.size(1), groups = k / kGroup;
-  TORCH_CHECK(k % kGroup == 0, "vnni_int4_linear: K must be a multiple of 32");
+  check_rows(x, "vnni_int4_linear");
+  const int64_t m = x.size(0), k = x.size(1);
   const int64_t n = params.numel() * kGroup / 2 / k;
   TORCH_CHECK(n % (16 * kBlocks) == 0 && codes.scalar_type() == at::kByte && codes.numel() * 2 == n * k &&
                   codes.is_contiguous() && params.scalar_type() == at::kBFloat16 && params.is_contiguous(),
               "vnni_int4_linear: codes must hold N*K/2 uint8 and params 2*N*K/32 bf16, N a multiple of 32");
   at::Tensor out = at::empty({m, n}, x.options());
   if (m == 0) return out;
-  const Rows8 rows = quantize_rows(x);
-  at::Tensor b = bias.has_value() ? bias->to(at::kFloat).contiguous() : at::Tensor();
-  const float* bd = b.defined() ? b.data_ptr<float>() : nullptr;
-  const uint8_t* cd = codes.data_ptr<uint8_t>();
-  const bf16* pd = params.data_ptr<bf16>();
+  at::Tensor holder;
+  const float* bd = float_bias(bias, holder);
   bf16* od = out.data_ptr<bf16>();
-  const int64_t pairs = n / (16 * kBlocks);
-  const int64_t chunk = std::max<int64_t>(kRows, kChunkBytes / k / kRows * kRows);
-  for (int64_t r0 = 0; r0 < m; r0 += chunk) {
-    const int64_t r1 = std::min(m, r0 + chunk);
-#pragma omp parallel for schedule(static)
-    for (int64_t p = 0; p < pairs; ++p) {
-      const int64_t c0 = p * 16 * kBlocks;
-      for (int64_t r = r0; r < r1; r += kRows) {
-        by_rows(std::min(kRows, r1 - r), [&](auto rows_here) {
-          block<decltype(rows_here)::value>(
-              cd + c0 * groups * 16, pd + c0 * groups * 2, groups, rows.q.data() + r * k, k,
-              rows.scale.data() + r * groups, rows.weighted_sums.data() + r * groups, bd != nullptr ? bd + c0 : nullptr,
-              od + r * n + c0, n);
-        });
+  multiply<Int4Codes>(quantize_rows(x), m, k, n, codes.data_ptr<uint8_t>(), params.data_ptr<bf16>(),
+                      [&](auto& total, int64_t r, int64_t c0) {
+    for (int i = 0; i < static_cast<int>(std::size(total)); ++i) {
+      for (int b = 0; b < kBlocks; ++b) {
+        __m512 v = total[i][b];
+        if (bd != nullptr) v = _mm512_add_ps(v, _mm512_loadu_ps(bd + c0 + b * 16));
+        dyno_vec::store(od + (r + i) * n + c0 + b * 16, v);
       }
     }
-  }
+  });
+  return out;
+}
+
+// out[M, N] = x[M, K] @ (q * scale)^T + bias, from pack_int8_vnni's codes ([N/16][K/32][8][64]
+// bytes of q + 128) and scale ([N] fp32).
+at::Tensor vnni_int8_linear(const at::Tensor& x, const at::Tensor& codes, const at::Tensor& scale,
+                            const c10::optional<at::Tensor>& bias) {
+  check_rows(x, "vnni_int8_linear");
+  const int64_t m = x.size(0), k = x.size(1), n = scale.numel(), groups = k / kGroup;
+  TORCH_CHECK(n % (16 * kBlocks) == 0 && codes.scalar_type() == at::kByte && codes.numel() == n * k &&
+                  codes.is_contiguous() && scale.scalar_type() == at::kFloat && scale.is_contiguous(),
+              "vnni_int8_linear: codes must hold N*K uint8 and scale N fp32, N a multiple of 32");
+  at::Tensor out = at::empty({m, n}, x.options());
+  if (m == 0) return out;
+  at::Tensor holder;
+  const float* bd = float_bias(bias, holder);
+  const float* sd = scale.data_ptr<float>();
+  bf16* od = out.data_ptr<bf16>();
+  const Rows8 rows = quantize_rows(x);
+  std::vector<float> row_sums(m, 0.f);  // sum of x as quantized, each row: 128 * it comes off
+  for (int64_t r = 0; r < m; ++r)
+    for (int64_t g = 0; g < groups; ++g) row_sums[r] += rows.weighted_sums[r * groups + g];
+  multiply<Int8Codes>(rows, m, k, n, codes.data_ptr<uint8_t>(), nullptr, [&](auto& total, int64_t r, int64_t c0) {
+    for (int i = 0; i < static_cast<int>(std::size(total)); ++i) {
+      const __m512 offset = _mm512_set1_ps(128.f * row_sums[r + i]);
+      for (int b = 0; b < kBlocks; ++b) {
+        __m512 v = _mm512_mul_ps(_mm512_sub_ps(total[i][b], offset), _mm512_loadu_ps(sd + c0 + b * 16));
+        if (bd != nullptr) v = _mm512_add_ps(v, _mm512_loadu_ps(bd + c0 + b * 16));
+        dyno_vec::store(od + (r + i) * n + c0 + b * 16, v);
+      }
+    }
+  });
   return out;
 }
 #else  // without AVX-512 VNNI the callers keep to torch's kernels
@@ -168,6 +245,12 @@ bool vnni_available() { return false; }
 at::Tensor vnni_int4_linear(const at::Tensor&, const at::Tensor&, const at::Tensor&,
                             const c10::optional<at::Tensor>&) {
   TORCH_CHECK(false, "vnni_int4_linear: built for a CPU without AVX-512 VNNI");
+  return {};
+}
+
+at::Tensor vnni_int8_linear(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                            const c10::optional<at::Tensor>&) {
+  TORCH_CHECK(false, "vnni_int8_linear: built for a CPU without AVX-512 VNNI");
   return {};
 }
 #endif

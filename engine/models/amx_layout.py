@@ -70,6 +70,16 @@ def pack_int4_gemv(codes: torch.Tensor, scales_and_zeros: torch.Tensor) -> tuple
     return packed.contiguous(), params.to(torch.bfloat16).contiguous()
 
 
+def pack_int8_vnni(q: torch.Tensor) -> torch.Tensor:
+    """int8 [N, K] in vnni_int8_linear's order: uint8 [N/16][K/32][8][64] of q + 128. Per 16
+    channels and group of 32 inputs, row 2i + h's byte 4c + j holds input 16h + 4i + j of
+    channel c."""
+    n, k = q.shape
+    u = (q.to(torch.int16) + 128).to(torch.uint8)
+    # [block, channel, group, half, i, j] -> [block, group, i, half, channel, j]
+    return u.reshape(n // 16, 16, k // TILE, 2, 4, 4).permute(0, 2, 4, 3, 1, 5).contiguous()
+
+
 def kernels_for(weight: torch.Tensor):
     """dyno's CPU kernels when they can run a layer of this weight on AMX here (and its few-row
     batches with VNNI, which every AMX CPU has), else None."""
@@ -82,8 +92,8 @@ def kernels_for(weight: torch.Tensor):
 
 
 def vnni_kernels_for(weight: torch.Tensor):
-    """dyno's CPU kernels when a CPU without AMX runs an int4 layer of this weight on AVX-512
-    VNNI (engine/csrc/vnni_linear.cpp, and gemv.cpp for a few rows), else None."""
+    """dyno's CPU kernels when a CPU without AMX runs an int4 or int8 layer of this weight on
+    AVX-512 VNNI (engine/csrc/vnni_linear.cpp, and gemv.cpp for int4's few rows), else None."""
     n, k = weight.shape
     if weight.device.type != "cpu" or n % TILE or k % TILE:
         return None

@@ -8,8 +8,8 @@ so a step's outputs are the same bits (default model, int4 + fp8 cache, offline 
 32 sequences 21.7-21.9 -> 18.0-18.1 ms, one 6.5-6.7 -> 4.9-5.1 ms).
 
 It takes decode-only steps small enough for every linear's small-batch kernel, when each
-layer's linears have one (AMX: bf16 in tile order, int8, int4) and the attention reads the
-cache in place; anything else stays on the Python layers.
+layer's linears have one (AMX: bf16 in tile order, int8, int4; without AMX, int4 on VNNI) and
+the attention reads the cache in place; anything else stays on the Python layers.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-KINDS = {"bf16": 0, "int8": 1, "int4": 2}  # decode_stack.h's Linear::Kind
+KINDS = {"bf16": 0, "int8": 1, "int4": 2, "int4_vnni": 3}  # decode_stack.h's Linear::Kind
 _CACHE_DTYPES = (torch.bfloat16, torch.float8_e4m3fn, torch.float8_e5m2)  # paged_decode's, with bf16 queries
 
 
@@ -85,7 +85,8 @@ def _or(t: torch.Tensor | None, default: torch.Tensor) -> torch.Tensor:
 def _kernels_of(layers):
     """The C++ kernels when every layer's norms and attention run on them, else None."""
     kernels = getattr(layers[0].self_attn.attn, "kernels", None) if layers else None
-    if kernels is None or not hasattr(kernels, "DecodeStack") or not kernels.amx_available():
+    if (kernels is None or not hasattr(kernels, "DecodeStack")
+            or not (kernels.amx_available() or kernels.vnni_available())):
         return None
     pieces = [piece for L in layers for piece in (L.self_attn.attn, L.self_attn.ops)]
     return kernels if all(getattr(p, "kernels", None) is kernels for p in pieces) else None

@@ -62,6 +62,7 @@ INT4_GEMV_UP_TO_ROWS = 4
 # int8 batches below this many rows take AMX-INT8 (from 512 rows it falls behind the bf16 copy
 # through torch; table above); int4 ones go on to prompt_linear.PROMPT_FROM_ROWS.
 INT8_AMX_BELOW_ROWS = 256
+VNNI_BELOW_ROWS = 1 << 30  # the VNNI kernels take batches of every size
 _INNER_K_TILES = 2  # the int4 packing's K tiling; 2 is what the CPU kernel is tuned for
 
 
@@ -113,6 +114,7 @@ class _WeightOnlyLinear(nn.Module):
         self._amx = amx_layout.kernels_for(dequantized)
         self._vnni = vnni  # without AMX: VNNI kernels for every batch, and no bf16 copy
         self.bias = linear.bias
+        self.out_features = linear.out_features
         if self._amx is not None:  # prompts take the bf16 copy in tile order
             self.dense = PromptLinear(dequantized, linear.bias, self._amx, gate_up)
             return
@@ -176,8 +178,12 @@ class Int8Linear(_WeightOnlyLinear):
     def __init__(self, linear: nn.Linear, gate_up: bool = False) -> None:
         q, scale = quantize_int8(linear.weight.detach())
         scale = scale.to(torch.bfloat16)
-        super().__init__(linear, q.float() * scale.float()[:, None], gate_up)
-        if self._amx is not None:  # then torch's int8 kernel is never called
+        super().__init__(linear, q.float() * scale.float()[:, None], gate_up,
+                         amx_layout.vnni_kernels_for(linear.weight))
+        if self._vnni is not None:
+            self.register_buffer("qweight", amx_layout.pack_int8_vnni(q))
+            self.register_buffer("scale", scale.float())
+        elif self._amx is not None:  # then torch's int8 kernel is never called
             self.register_buffer("qweight", amx_layout.pack_int8(q))
             self.register_buffer("scale", scale.float())
         else:
@@ -186,6 +192,9 @@ class Int8Linear(_WeightOnlyLinear):
 
     def _amx_matmul(self, x: torch.Tensor) -> torch.Tensor:
         return self._amx.amx_int8_linear(x, self.qweight, self.scale, self.bias)
+
+    def _vnni_matmul(self, x: torch.Tensor) -> torch.Tensor:
+        return self._vnni.vnni_int8_linear(x, self.qweight, self.scale, self.bias)
 
     def kernel_spec(self) -> KernelSpec | None:
         if self._amx is None:
@@ -244,9 +253,12 @@ class Int4Linear(_WeightOnlyLinear):
         return super().silu_and_mul(x)
 
     def kernel_spec(self) -> KernelSpec | None:
+        if self._vnni is not None:
+            return KernelSpec("int4_vnni", self.gemv_codes, self.gemv_params, self.out_features, self.bias,
+                              VNNI_BELOW_ROWS, gemv_up_to_rows=self.gemv_up_to_rows)
         if self._amx is None:
             return None
-        return KernelSpec("int4", self.amx_codes, self.amx_params, self.dense.out_features, self.bias,
+        return KernelSpec("int4", self.amx_codes, self.amx_params, self.out_features, self.bias,
                           self.amx_rows, self.gemv_codes, self.gemv_params, self.gemv_up_to_rows,
                           self.silu_fused)
 

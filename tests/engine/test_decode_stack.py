@@ -9,9 +9,16 @@ import torch
 from engine import LLM, SamplingParams, cpu_kernels
 from engine.attention import AttentionMetadata, PrefillSpan
 
+KERNELS = cpu_kernels.load()
+AMX = KERNELS is not None and KERNELS.amx_available()
 pytestmark = pytest.mark.skipif(
-    cpu_kernels.load() is None or not cpu_kernels.load().amx_available(),
-    reason="the decode stack runs dyno's AMX kernels")
+    KERNELS is None or not (AMX or KERNELS.vnni_available()),
+    reason="the decode stack runs dyno's AMX kernels, or without AMX its VNNI ones")
+
+
+def _needs_a_kernel_for(quantization: str | None) -> None:
+    if not AMX and quantization != "int4":
+        pytest.skip("without AMX only int4 layers have a decode kernel (VNNI)")
 
 PROMPTS = [[(7 * i + 3 * j) % 500 + 1 for j in range(5 + 9 * i)] for i in range(5)]
 
@@ -48,6 +55,7 @@ def _with_and_without_stack(llm: LLM, prompts):
 @pytest.mark.parametrize("quantization,kv_cache_dtype", [(None, "auto"), ("int8", "auto"),
                                                           ("int4", "auto"), ("int4", "fp8")])
 def test_decode_steps_match_the_python_layers(tiny_models, arch, quantization, kv_cache_dtype):
+    _needs_a_kernel_for(quantization)
     llm = _tiny_llm(tiny_models, arch, dtype="bfloat16", quantization=quantization,
                     kv_cache_dtype=kv_cache_dtype)
     with_stack, without = _with_and_without_stack(llm, PROMPTS)
@@ -57,13 +65,14 @@ def test_decode_steps_match_the_python_layers(tiny_models, arch, quantization, k
 
 @pytest.mark.parametrize("num_prompts", [1, 3])
 def test_few_row_int4_steps_match_the_python_layers(tiny_models, num_prompts):
-    """One to four rows take int4's VNNI kernel instead of AMX, in the stack as in Python."""
+    """One to four rows take int4's few-row VNNI kernel, in the stack as in Python."""
     llm = _tiny_llm(tiny_models, "llama", quantization="int4")
     with_stack, without = _with_and_without_stack(llm, PROMPTS[:num_prompts])
     assert with_stack == without
 
 
 def test_the_stack_takes_only_small_decode_only_steps(tiny_models):
+    _needs_a_kernel_for("int8")
     llm = _tiny_llm(tiny_models, "llama", quantization="int8")
     stack, caches = llm.engine.runner.model.decode_stack, llm.engine.runner.kv_caches
     assert stack.below_rows == 256  # the int8 layers' AMX bound

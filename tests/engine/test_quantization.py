@@ -51,7 +51,7 @@ def test_batches_take_the_same_weights_as_single_rows(linear, kind, rows):
     layer = kind(linear)
     x = torch.randn(rows, 128, dtype=torch.bfloat16)
     # the bf16 copy is held once: in tile order beside AMX (prompts only), else packed for oneDNN;
-    # int4 on VNNI without AMX holds none (its kernels take every batch)
+    # on VNNI without AMX none (its kernels take every batch)
     copies = [getattr(layer.dense, name, None) for name in ("weight", "packed", "tiles")]
     assert sum(c is not None for c in copies) == _bf16_copies(kind.__name__[:4].lower())
     one_at_a_time = torch.cat([layer(row[None]) for row in x])
@@ -91,7 +91,7 @@ def test_packing_the_model_leaves_the_quantized_layers_one_bf16_copy(method):
 def _bf16_copies(method: str) -> int:
     kernels = cpu_kernels.load()
     vnni_only = kernels is not None and not kernels.amx_available() and kernels.vnni_available()
-    return 0 if method == "int4" and vnni_only else 1
+    return 0 if vnni_only else 1
 
 
 @pytest.mark.parametrize("method", ["int8", "int4"])

@@ -1,5 +1,6 @@
-"""dyno's int4 linear for any number of rows on AVX-512 VNNI (engine/csrc/vnni_linear.cpp), as
-`--quantization int4` layers run batches of five rows or more on a CPU without AMX. Each row
+"""dyno's int4 and int8 linears for any number of rows on AVX-512 VNNI (engine/csrc/vnni_linear.cpp),
+as `--quantization int4` layers run batches of five rows or more on a CPU without AMX, and int8
+layers (int4's lm_head among them) every batch. Each row
 is quantized to signed bytes with a scale per group of 32 inputs (llama.cpp's Q8_0), and the
 integer sums are scaled per group: the result is that arithmetic's, up to the order of fp32
 sums, ties in the rounding to bytes and the final bf16 rounding, and within ~1% of the fp32
@@ -11,8 +12,8 @@ import pytest
 import torch
 
 from engine import cpu_kernels
-from engine.models.amx_layout import pack_int4_gemv
-from engine.models.quant_linear import dequantize_int4, quantize_int4
+from engine.models.amx_layout import pack_int4_gemv, pack_int8_vnni
+from engine.models.quant_linear import dequantize_int4, quantize_int4, quantize_int8
 
 KERNELS = cpu_kernels.load()
 pytestmark = pytest.mark.skipif(KERNELS is None or not KERNELS.vnni_available(),
@@ -26,6 +27,20 @@ def _int4(n: int, k: int, seed: int = 0):
     return pack_int4_gemv(codes, scales_and_zeros), dequantize_int4(codes, scales_and_zeros.float())
 
 
+def _int8(n: int, k: int, seed: int = 0):
+    torch.manual_seed(seed)
+    q, scale = quantize_int8(torch.randn(n, k))
+    scale = scale.to(torch.bfloat16).float()
+    return (pack_int8_vnni(q), scale), q.float() * scale[:, None]
+
+
+def _linear(kind: str, n: int, k: int, seed: int = 0):
+    """(the kernel as f(x, bias), the weight it computes with)."""
+    (codes, params), weight = (_int4 if kind == "int4" else _int8)(n, k, seed)
+    kernel = KERNELS.vnni_int4_linear if kind == "int4" else KERNELS.vnni_int8_linear
+    return (lambda x, bias=None: kernel(x, codes, params, bias)), weight
+
+
 def _rows_as_q8(x: torch.Tensor) -> torch.Tensor:
     """x as the kernel sees it: per group of 32, round(x * 127 / max |x|) * max |x| / 127."""
     groups = x.float().reshape(x.shape[0], -1, 32)
@@ -36,12 +51,13 @@ def _rows_as_q8(x: torch.Tensor) -> torch.Tensor:
 
 @pytest.mark.parametrize("rows", [1, 5, 6, 7, 13, 64, 700])
 @pytest.mark.parametrize("n, k", [(64, 96), (576, 1024)])
-def test_rows_get_their_q8_values_times_the_int4_weight(rows, n, k):
+@pytest.mark.parametrize("kind", ["int4", "int8"])
+def test_rows_get_their_q8_values_times_the_weight(kind, rows, n, k):
     torch.manual_seed(rows)
     x = torch.randn(rows, k, dtype=torch.bfloat16)
     bias = torch.randn(n, dtype=torch.bfloat16)
-    (codes, params), weight = _int4(n, k)
-    got = KERNELS.vnni_int4_linear(x, codes, params, bias)
+    linear, weight = _linear(kind, n, k)
+    got = linear(x, bias)
     assert got.dtype == torch.bfloat16 and got.shape == (rows, n)
     want = _rows_as_q8(x) @ weight.T + bias.float()
     # an input at a rounding tie may take the other code (the kernel's 127 / max is a reciprocal)
@@ -51,27 +67,30 @@ def test_rows_get_their_q8_values_times_the_int4_weight(rows, n, k):
     assert float((got.float() - exact).norm() / exact.norm()) < 0.01
 
 
-def test_a_row_gets_the_same_bits_alone_or_in_a_batch():
+@pytest.mark.parametrize("kind", ["int4", "int8"])
+def test_a_row_gets_the_same_bits_alone_or_in_a_batch(kind):
     x = torch.randn(9, 576, dtype=torch.bfloat16) * torch.tensor([[1.0], [30.0], [0.01]] * 3).bfloat16()
-    (codes, params), _ = _int4(96, 576)
-    batch = KERNELS.vnni_int4_linear(x, codes, params, None)
+    linear, _ = _linear(kind, 96, 576)
+    batch = linear(x)
     for i in range(9):
-        assert torch.equal(KERNELS.vnni_int4_linear(x[i:i + 1], codes, params, None)[0], batch[i])
+        assert torch.equal(linear(x[i:i + 1])[0], batch[i])
 
 
-def test_zero_rows_give_the_bias_and_inf_or_nan_give_nan_to_their_row_only():
+@pytest.mark.parametrize("kind", ["int4", "int8"])
+def test_zero_rows_give_the_bias_and_inf_or_nan_give_nan_to_their_row_only(kind):
     x = torch.randn(4, 96, dtype=torch.bfloat16)
     x[1] = 0
     x[2, 5] = float("inf")
     x[3, 70] = float("nan")
     bias = torch.randn(64, dtype=torch.bfloat16)
-    (codes, params), _ = _int4(64, 96)
-    got = KERNELS.vnni_int4_linear(x, codes, params, bias)
+    linear, _ = _linear(kind, 64, 96)
+    got = linear(x, bias)
     assert torch.equal(got[1], bias)
     assert bool(got[2:].isnan().all()) and not bool(got[:2].isnan().any())
 
 
-def test_other_shapes_are_refused():
-    (codes, params), _ = _int4(64, 96)
+@pytest.mark.parametrize("kind", ["int4", "int8"])
+def test_other_shapes_are_refused(kind):
+    linear, _ = _linear(kind, 64, 96)
     with pytest.raises(RuntimeError, match="multiple of 32"):
-        KERNELS.vnni_int4_linear(torch.randn(2, 80, dtype=torch.bfloat16), codes, params, None)
+        linear(torch.randn(2, 80, dtype=torch.bfloat16))
