@@ -21,7 +21,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("silu_and_mul", &silu_and_mul, "bf16 SiLU(gate) * up (CPU)");
   m.def("gemv_available", &gemv_available, "whether int4_gemv was built (AVX-512 VNNI)");
   m.def("vnni_available", &vnni_available, "whether vnni_int4_linear was built (AVX-512 VNNI)");
-  m.def("vnni_int4_linear", &vnni_int4_linear, "bf16 x int4 (groups of 32) linear for any rows, rows as int8, VNNI sums (CPU)");
+  m.def("vnni_int4_linear", &vnni_int4_linear, "bf16 x int4 (groups of 32) linear for any rows, rows as int8, VNNI sums, optionally with SiLU-and-mul fused (CPU)");
   m.def("vnni_int8_linear", &vnni_int8_linear, "bf16 x int8 (per channel) linear for any rows, rows as int8, VNNI sums (CPU)");
   m.def("int4_gemv", &int4_gemv, "bf16 x int4 (groups of 32) linear for 1-4 rows, VNNI sums (CPU)");
   pybind11::class_<dyno_stack::Linear>(m, "StackLinear")

@@ -22,14 +22,15 @@ at::Tensor Linear::operator()(const at::Tensor& x) const {
       TORCH_CHECK(!silu_fused, "decode stack: a fused gate/up layer's AMX batches give SiLU-and-mul only");
       return amx_int4_linear(x, weight, params, bias, false);
     case kInt4Vnni:
-      if (x.size(0) <= gemv_up_to_rows) return int4_gemv(x, weight, params, bias);
-      return vnni_int4_linear(x, weight, params, bias);
+      TORCH_CHECK(!silu_fused, "decode stack: a fused gate/up layer gives SiLU-and-mul only");
+      return vnni_int4_linear(x, weight, params, bias, false);
   }
   TORCH_CHECK(false, "decode stack: unknown linear kind ", kind);
   return {};
 }
 
 at::Tensor Linear::silu_and_mul_of(const at::Tensor& x) const {
+  if (silu_fused && kind == kInt4Vnni) return vnni_int4_linear(x, weight, params, bias, true);
   if (silu_fused && x.size(0) > gemv_up_to_rows) return amx_int4_linear(x, weight, params, bias, true);
   return silu_and_mul((*this)(x));
 }

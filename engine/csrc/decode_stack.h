@@ -12,7 +12,7 @@ namespace dyno_stack {
 
 // One linear layer as the kernel that takes its decode batches: bf16 weights in tile order,
 // int8 on AMX-INT8, int4 on AMX (and on the VNNI kernel up to gemv_up_to_rows rows), or, on a
-// CPU without AMX, int4 on the VNNI kernels only (weight and params: the gemv codes).
+// CPU without AMX, int4 on vnni_linear.cpp's kernel (weight and params in pack_int4_gemv's order).
 struct Linear {
   enum Kind : int64_t { kBf16 = 0, kInt8 = 1, kInt4 = 2, kInt4Vnni = 3 };
   int64_t kind;
@@ -20,7 +20,7 @@ struct Linear {
   at::Tensor gemv_codes, gemv_params;   // int4 only
   int64_t out_features, gemv_up_to_rows;
   c10::optional<at::Tensor> bias;
-  bool silu_fused = false;  // int4 gate/up: AMX codes interleaved for SiLU-and-mul on the way out
+  bool silu_fused = false;  // int4 gate/up: AMX (or VNNI) codes interleaved for SiLU-and-mul on the way out
 
   at::Tensor operator()(const at::Tensor& x) const;
   at::Tensor silu_and_mul_of(const at::Tensor& x) const;  // silu_and_mul(this(x))

@@ -181,16 +181,20 @@ const float* float_bias(const c10::optional<at::Tensor>& bias, at::Tensor& holde
 bool vnni_available() { return true; }
 
 // out[M, N] = x[M, K] @ dequantized^T + bias, from pack_int4_gemv's codes ([N/16][K/32][4][64]
-// bytes) and params ([N/16][K/32][2][16] bf16 scales, zero points).
+// bytes) and params ([N/16][K/32][2][16] bf16 scales, zero points). With silu_mul, a gate/up
+// weight interleaved by sixteens (amx_layout.interleave_gate_up), and out [M, N / 2] =
+// bf16(silu(gate)) * up, the gate and up sums rounded to bf16 first as the plain product and
+// silu_and_mul would round them.
 at::Tensor vnni_int4_linear(const at::Tensor& x, const at::Tensor& codes, const at::Tensor& params,
-                            const c10::optional<at::Tensor>& bias) {
+                            const c10::optional<at::Tensor>& bias, bool silu_mul) {
   check_rows(x, "vnni_int4_linear");
   const int64_t m = x.size(0), k = x.size(1);
   const int64_t n = params.numel() * kGroup / 2 / k;
   TORCH_CHECK(n % (16 * kBlocks) == 0 && codes.scalar_type() == at::kByte && codes.numel() * 2 == n * k &&
                   codes.is_contiguous() && params.scalar_type() == at::kBFloat16 && params.is_contiguous(),
               "vnni_int4_linear: codes must hold N*K/2 uint8 and params 2*N*K/32 bf16, N a multiple of 32");
-  at::Tensor out = at::empty({m, n}, x.options());
+  const int64_t out_n = silu_mul ? n / 2 : n;
+  at::Tensor out = at::empty({m, out_n}, x.options());
   if (m == 0) return out;
   at::Tensor holder;
   const float* bd = float_bias(bias, holder);
@@ -198,10 +202,13 @@ at::Tensor vnni_int4_linear(const at::Tensor& x, const at::Tensor& codes, const 
   multiply<Int4Codes>(quantize_rows(x), m, k, n, codes.data_ptr<uint8_t>(), params.data_ptr<bf16>(),
                       [&](auto& total, int64_t r, int64_t c0) {
     for (int i = 0; i < static_cast<int>(std::size(total)); ++i) {
-      for (int b = 0; b < kBlocks; ++b) {
-        __m512 v = total[i][b];
-        if (bd != nullptr) v = _mm512_add_ps(v, _mm512_loadu_ps(bd + c0 + b * 16));
-        dyno_vec::store(od + (r + i) * n + c0 + b * 16, v);
+      __m512 v[kBlocks];
+      for (int b = 0; b < kBlocks; ++b)
+        v[b] = bd != nullptr ? _mm512_add_ps(total[i][b], _mm512_loadu_ps(bd + c0 + b * 16)) : total[i][b];
+      if (silu_mul) {  // the pair's first block is 16 gates, its second their ups
+        dyno_vec::store(od + (r + i) * out_n + c0 / 2, dyno_vec::silu_mul(dyno_vec::round(v[0]), dyno_vec::round(v[1])));
+      } else {
+        for (int b = 0; b < kBlocks; ++b) dyno_vec::store(od + (r + i) * out_n + c0 + b * 16, v[b]);
       }
     }
   });
@@ -243,7 +250,7 @@ at::Tensor vnni_int8_linear(const at::Tensor& x, const at::Tensor& codes, const 
 bool vnni_available() { return false; }
 
 at::Tensor vnni_int4_linear(const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                            const c10::optional<at::Tensor>&) {
+                            const c10::optional<at::Tensor>&, bool) {
   TORCH_CHECK(false, "vnni_int4_linear: built for a CPU without AVX-512 VNNI");
   return {};
 }

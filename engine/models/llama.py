@@ -97,7 +97,7 @@ class MLP(nn.Module):
         self.ops = ops
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        fused = getattr(self.gate_up_proj, "silu_and_mul", None)  # a prompt kernel's, on AMX
+        fused = getattr(self.gate_up_proj, "silu_and_mul", None)  # a quantized or AMX kernel's
         h = fused(x) if fused is not None else None
         if h is None:
             h = self.ops.silu_and_mul(self.gate_up_proj(x))

@@ -28,12 +28,12 @@ there (prompts) the dequantized weight in bf16 through engine/models/prompt_line
 the same weights at bf16's speed, at the cost of holding both copies.
 
 On a CPU with AVX-512 VNNI but no AMX (AMD Zen 4/5), where bf16 matmuls are bound by arithmetic
-from a few dozen rows, an int4 layer keeps no bf16 copy: one to four rows take the few-row
-kernel, and every larger batch engine/csrc/vnni_linear.cpp's, which multiplies bytes (rows
-quantized per group of 32): on two Zen 5 cores 1.5x oneDNN's bf16 matmul at 32 rows and 1.3x
-at 2048. An int4 + fp8 decode step at 32 sequences 23.7 -> 21.1 ms, a 2048-token prompt step
-813 -> 736. Elsewhere without AMX, and for int8 layers, batches of DENSE_FROM_ROWS rows or more
-take the bf16 copy (packed for oneDNN) and smaller ones torch's kernels.
+from a few dozen rows, int4 and int8 layers keep no bf16 copy: every batch takes
+engine/csrc/vnni_linear.cpp's kernels, which multiply bytes (rows quantized per group of 32):
+on two Zen 5 cores 1.3-2x oneDNN's bf16 matmul from 32 rows to 2048, and ahead of torch's and
+the few-row kernel at one to four. An int4 + fp8 decode step at 32 sequences 23.7 -> 21.1 ms, a
+2048-token prompt step 813 -> 736. Elsewhere without AMX, batches of DENSE_FROM_ROWS rows or
+more take the bf16 copy (packed for oneDNN) and smaller ones torch's kernels.
 
 int8: one symmetric scale per output channel. int4: asymmetric, one scale and zero point per
 group of 32 input channels, as torch's int4 CPU kernel takes them. Activations stay in the
@@ -207,7 +207,7 @@ class Int8Linear(_WeightOnlyLinear):
 
 class Int4Linear(_WeightOnlyLinear):
     gemv_up_to_rows = INT4_GEMV_UP_TO_ROWS
-    silu_fused = False  # set in __init__ for a gate/up layer on AMX
+    silu_fused = False  # set in __init__ for a gate/up layer on AMX or VNNI
 
     def __init__(self, linear: nn.Linear, gate_up: bool = False) -> None:
         codes, scales_and_zeros = quantize_int4(linear.weight.detach())
@@ -215,7 +215,12 @@ class Int4Linear(_WeightOnlyLinear):
         super().__init__(linear, dequantize_int4(codes, scales_and_zeros.float()), gate_up,
                          amx_layout.vnni_kernels_for(linear.weight))
         if self._vnni is not None:
-            for name, t in zip(("gemv_codes", "gemv_params"), amx_layout.pack_int4_gemv(codes, scales_and_zeros)):
+            # VNNI takes every batch (all int4 linears of the default model from a cold cache
+            # at one row 1.64 vs 1.77 ms on the few-row kernel, at four 2.29 vs 2.78), and a
+            # gate/up layer's codes interleaved give SiLU-and-mul on the way out, as on AMX.
+            self.gemv_up_to_rows = 0
+            self.silu_fused = gate_up and self.bias is None
+            for name, t in zip(("vnni_codes", "vnni_params"), self._interleaved_if_fused(codes, scales_and_zeros)):
                 self.register_buffer(name, t)
         elif self._amx is None:
             self.register_buffer("packed", torch.ops.aten._convert_weight_to_int4pack_for_cpu(
@@ -226,36 +231,39 @@ class Int4Linear(_WeightOnlyLinear):
             # its AMX codes interleaved too: its decode batches then give SiLU-and-mul straight
             # from the tiles (the few-row kernel's codes stay in plain order).
             self.silu_fused = gate_up and self.bias is None
-            amx_codes, amx_scales = codes, scales_and_zeros
-            if self.silu_fused:
-                amx_codes = amx_layout.interleave_gate_up(codes)
-                amx_scales = amx_layout.interleave_gate_up(scales_and_zeros.transpose(0, 1)).transpose(0, 1)
+            interleaved = self._interleaved_if_fused(codes, scales_and_zeros, amx_layout.pack_int4)
             for name, t in zip(("gemv_codes", "gemv_params", "amx_codes", "amx_params"),
-                               amx_layout.pack_int4_gemv(codes, scales_and_zeros)
-                               + amx_layout.pack_int4(amx_codes, amx_scales)):
+                               amx_layout.pack_int4_gemv(codes, scales_and_zeros) + interleaved):
                 self.register_buffer(name, t)
+
+    def _interleaved_if_fused(self, codes, scales_and_zeros, pack=amx_layout.pack_int4_gemv):
+        if self.silu_fused:
+            codes = amx_layout.interleave_gate_up(codes)
+            scales_and_zeros = amx_layout.interleave_gate_up(scales_and_zeros.transpose(0, 1)).transpose(0, 1)
+        return pack(codes, scales_and_zeros)
 
     def _gemv(self, x: torch.Tensor) -> torch.Tensor:
         return self._amx.int4_gemv(x, self.gemv_codes, self.gemv_params, self.bias)
 
     def _vnni_matmul(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[0] <= self.gemv_up_to_rows:  # rows kept to 15 bits where the weights' bytes set the time
-            return self._vnni.int4_gemv(x, self.gemv_codes, self.gemv_params, self.bias)
-        return self._vnni.vnni_int4_linear(x, self.gemv_codes, self.gemv_params, self.bias)
+        out = self._vnni.vnni_int4_linear(x, self.vnni_codes, self.vnni_params, self.bias, False)
+        return amx_layout.deinterleave_gate_up(out) if self.silu_fused else out
 
     def _amx_matmul(self, x: torch.Tensor) -> torch.Tensor:
         out = self._amx.amx_int4_linear(x, self.amx_codes, self.amx_params, self.bias, False)
         return amx_layout.deinterleave_gate_up(out) if self.silu_fused else out
 
     def silu_and_mul(self, x: torch.Tensor) -> torch.Tensor | None:
+        if self._vnni is not None and self.silu_fused and x.dim() == 2:
+            return self._vnni.vnni_int4_linear(x, self.vnni_codes, self.vnni_params, None, True)
         if self.silu_fused and x.dim() == 2 and self.gemv_up_to_rows < x.shape[0] < self.amx_rows:
             return self._amx.amx_int4_linear(x, self.amx_codes, self.amx_params, None, True)
         return super().silu_and_mul(x)
 
     def kernel_spec(self) -> KernelSpec | None:
         if self._vnni is not None:
-            return KernelSpec("int4_vnni", self.gemv_codes, self.gemv_params, self.out_features, self.bias,
-                              VNNI_BELOW_ROWS, gemv_up_to_rows=self.gemv_up_to_rows)
+            return KernelSpec("int4_vnni", self.vnni_codes, self.vnni_params, self.out_features, self.bias,
+                              VNNI_BELOW_ROWS, silu_fused=self.silu_fused)
         if self._amx is None:
             return None
         return KernelSpec("int4", self.amx_codes, self.amx_params, self.out_features, self.bias,

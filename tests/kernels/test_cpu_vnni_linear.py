@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from engine import cpu_kernels
-from engine.models.amx_layout import pack_int4_gemv, pack_int8_vnni
+from engine.models.amx_layout import interleave_gate_up, pack_int4_gemv, pack_int8_vnni
 from engine.models.quant_linear import dequantize_int4, quantize_int4, quantize_int8
 
 KERNELS = cpu_kernels.load()
@@ -37,8 +37,9 @@ def _int8(n: int, k: int, seed: int = 0):
 def _linear(kind: str, n: int, k: int, seed: int = 0):
     """(the kernel as f(x, bias), the weight it computes with)."""
     (codes, params), weight = (_int4 if kind == "int4" else _int8)(n, k, seed)
-    kernel = KERNELS.vnni_int4_linear if kind == "int4" else KERNELS.vnni_int8_linear
-    return (lambda x, bias=None: kernel(x, codes, params, bias)), weight
+    if kind == "int4":
+        return (lambda x, bias=None: KERNELS.vnni_int4_linear(x, codes, params, bias, False)), weight
+    return (lambda x, bias=None: KERNELS.vnni_int8_linear(x, codes, params, bias)), weight
 
 
 def _rows_as_q8(x: torch.Tensor) -> torch.Tensor:
@@ -87,6 +88,22 @@ def test_zero_rows_give_the_bias_and_inf_or_nan_give_nan_to_their_row_only(kind)
     got = linear(x, bias)
     assert torch.equal(got[1], bias)
     assert bool(got[2:].isnan().all()) and not bool(got[:2].isnan().any())
+
+
+@pytest.mark.parametrize("rows", [1, 7, 40])
+def test_silu_mul_gives_the_separate_ops_bits(rows):
+    """A gate/up weight interleaved by sixteens: SiLU-and-mul on the way out, rounded as the
+    plain product and silu_and_mul round it."""
+    torch.manual_seed(rows)
+    codes, scales_and_zeros = quantize_int4(torch.randn(128, 96))
+    scales_and_zeros = scales_and_zeros.to(torch.bfloat16)
+    plain = pack_int4_gemv(codes, scales_and_zeros)
+    fused = pack_int4_gemv(interleave_gate_up(codes),
+                           interleave_gate_up(scales_and_zeros.transpose(0, 1)).transpose(0, 1))
+    x = torch.randn(rows, 96, dtype=torch.bfloat16)
+    gate_up = KERNELS.vnni_int4_linear(x, *plain, None, False)
+    want = KERNELS.silu_and_mul(gate_up)
+    assert torch.equal(KERNELS.vnni_int4_linear(x, *fused, None, True), want)
 
 
 @pytest.mark.parametrize("kind", ["int4", "int8"])
