@@ -22,7 +22,7 @@ class PagedCase:
 
 def make_paged_case(seq_lens: list[int], num_kv_heads: int, head_dim: int, block_size: int,
                     dtype: torch.dtype, cache_dtype: torch.dtype | None = None,
-                    extra_blocks: int = 3) -> PagedCase:
+                    extra_blocks: int = 3, device: str = DEVICE) -> PagedCase:
     """Each sequence gets its own blocks from a shuffled pool (block 0 stays the placeholder);
     written slots hold random values, every other slot NaN (or fp8's NaN bytes)."""
     cache_dtype = cache_dtype or dtype
@@ -49,8 +49,8 @@ def make_paged_case(seq_lens: list[int], num_kv_heads: int, head_dim: int, block
     else:
         values[:, ~written] = float("nan")
         kv = values.to(dtype)
-    return PagedCase(kv.to(DEVICE), table.to(DEVICE), torch.tensor(seq_lens, dtype=torch.int32,
-                     device=DEVICE), k_scale, v_scale)
+    return PagedCase(kv.to(device), table.to(device), torch.tensor(seq_lens, dtype=torch.int32,
+                     device=device), k_scale, v_scale)
 
 
 def attention_tolerance(dtype: torch.dtype) -> dict:

@@ -30,7 +30,7 @@ LENS = [1, 7, 16, 17, 40, 203]
 def test_kernel_matches_the_reference(dtype, heads, head_dim, window):
     torch.manual_seed(0)
     num_heads, num_kv_heads = heads
-    case = make_paged_case(LENS, num_kv_heads, head_dim, 16, dtype)
+    case = make_paged_case(LENS, num_kv_heads, head_dim, 16, dtype, device="cpu")
     q = torch.randn(len(LENS), num_heads, head_dim).to(dtype)
     scale = head_dim ** -0.5
     got = KERNELS.paged_decode(q, case.kv_cache, case.block_table.long(), case.seq_lens.long(), 16,
@@ -49,7 +49,7 @@ def test_fp8_cache_matches_the_reference(dtype, cache_dtype, window, heads):
     """Codes are read as their exact values times the layer's scales (e4m3's subnormals too)."""
     torch.manual_seed(0)
     num_heads, num_kv_heads = heads
-    case = make_paged_case(LENS, num_kv_heads, 64, 16, dtype, cache_dtype)
+    case = make_paged_case(LENS, num_kv_heads, 64, 16, dtype, cache_dtype, device="cpu")
     q = torch.randn(len(LENS), num_heads, 64).to(dtype)
     got = KERNELS.paged_decode(q, case.kv_cache, case.block_table.long(), case.seq_lens.long(), 16,
                                window or 0, 0.125, case.k_scale, case.v_scale)
@@ -63,7 +63,7 @@ def test_fp8_cache_matches_the_reference(dtype, cache_dtype, window, heads):
 def test_fp8_keys_with_queries_too_large_for_fp16_products(cache_dtype):
     """bf16 queries meet fp8 keys in fp16 products while |q| < 2^14; a larger query takes fp32."""
     torch.manual_seed(0)
-    case = make_paged_case(LENS, 3, 64, 16, torch.bfloat16, cache_dtype)
+    case = make_paged_case(LENS, 3, 64, 16, torch.bfloat16, cache_dtype, device="cpu")
     q = torch.randn(len(LENS), 9, 64).bfloat16()
     q[2, 4, 7] = 40000.0
     got = KERNELS.paged_decode(q, case.kv_cache, case.block_table.long(), case.seq_lens.long(), 16,
@@ -93,7 +93,7 @@ def test_fused_qkv_step_gives_the_bits_of_rotary_write_and_attention(cache_dtype
     rotary, the cache write and paged_decode called in turn on the fused QKV output."""
     torch.manual_seed(0)
     num_heads, num_kv_heads = heads
-    case = make_paged_case(LENS, num_kv_heads, 64, 16, torch.bfloat16, cache_dtype)
+    case = make_paged_case(LENS, num_kv_heads, 64, 16, torch.bfloat16, cache_dtype, device="cpu")
     table, lens = case.block_table.long(), case.seq_lens.long()
     last = lens - 1  # each sequence's fresh token takes its last position
     slots = table[torch.arange(len(LENS)), last // 16] * 16 + last % 16
@@ -120,7 +120,7 @@ def test_fused_qkv_step_gives_the_bits_of_rotary_write_and_attention(cache_dtype
 
 
 def test_fused_qkv_step_refuses_a_slot_outside_the_cache():
-    case = make_paged_case([5], 3, 64, 16, torch.bfloat16)
+    case = make_paged_case([5], 3, 64, 16, torch.bfloat16, device="cpu")
     qkv = torch.zeros(1, 15 * 64, dtype=torch.bfloat16)
     cos = torch.ones(1, 64, dtype=torch.bfloat16)
     bad = torch.tensor([case.kv_cache.shape[1]])
