@@ -93,16 +93,6 @@ void int4_block(const uint8_t* codes, const bf16* params, int64_t groups, const 
   for (int r = 0; r < M; ++r) _mm512_storeu_ps(sums + r * n, total[r]);
 }
 
-template <typename Fn>
-void by_rows(int64_t m, Fn fn) {
-  switch (m) {
-    case 1: fn(std::integral_constant<int, 1>()); break;
-    case 2: fn(std::integral_constant<int, 2>()); break;
-    case 3: fn(std::integral_constant<int, 3>()); break;
-    default: fn(std::integral_constant<int, 4>()); break;
-  }
-}
-
 void check(const at::Tensor& x, int64_t n, const char* name) {
   TORCH_CHECK(x.dim() == 2 && x.scalar_type() == at::kBFloat16, name, ": x must be bf16 [M, K]");
   TORCH_CHECK(x.stride(1) == 1, name, ": x's rows must be contiguous");
@@ -130,7 +120,7 @@ at::Tensor int4_gemv(const at::Tensor& x, const at::Tensor& codes, const at::Ten
   const uint8_t* cd = codes.data_ptr<uint8_t>();
   const bf16* pd = params.data_ptr<bf16>();
   for (int64_t r = 0; r < rows.m; r += kMaxRows) {
-    by_rows(std::min(kMaxRows, rows.m - r), [&](auto m) {
+    dyno_rows::by_rows<kMaxRows>(std::min(kMaxRows, rows.m - r), [&](auto m) {
 #pragma omp parallel for schedule(static)
       for (int64_t b = 0; b < n / 16; ++b)
         int4_block<decltype(m)::value>(cd + b * groups * 256, pd + b * groups * 32, groups,

@@ -13,6 +13,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 namespace dyno_rows {
@@ -115,6 +116,19 @@ inline Rows quantize(const at::Tensor& x, int64_t rows_alloc, int64_t stride) {
   for (int64_t i = 0; i < m; ++i)
     rows.scale[i] = quantize_row(xd + i * x.stride(0), k, rows.high.data() + i * stride, rows.low.data() + i * stride);
   return rows;
+}
+
+// fn(std::integral_constant<int, R>()) with R = min(m, Max): the kernels' row counts as template
+// arguments, so that their per-row registers are arrays of a known size.
+template <int Max, typename Fn>
+void by_rows(int64_t m, Fn fn) {
+  if constexpr (Max == 1) {
+    fn(std::integral_constant<int, 1>());
+  } else if (m >= Max) {
+    fn(std::integral_constant<int, Max>());
+  } else {
+    by_rows<Max - 1>(m, fn);
+  }
 }
 
 }  // namespace dyno_rows

@@ -138,17 +138,6 @@ void block(const uint8_t* codes, const bf16* params, int64_t groups, const int8_
   }
 }
 
-template <typename Fn>
-void by_rows(int64_t m, Fn fn) {
-  switch (m) {
-    case 1: fn(std::integral_constant<int, 1>()); break;
-    case 2: fn(std::integral_constant<int, 2>()); break;
-    case 3: fn(std::integral_constant<int, 3>()); break;
-    case 4: fn(std::integral_constant<int, 4>()); break;
-    case 5: fn(std::integral_constant<int, 5>()); break;
-    default: fn(std::integral_constant<int, 6>()); break;
-  }
-}
 // Every row block of every pair of channel blocks, rows in chunks that stay in L2: block's
 // totals, then finish(totals, rows, first row, first channel) stores them.
 template <typename Codes, typename Finish>
@@ -162,7 +151,7 @@ void multiply(const Rows8& rows, int64_t m, int64_t k, int64_t n, const uint8_t*
     for (int64_t p = 0; p < pairs; ++p) {
       const int64_t c0 = p * 16 * kBlocks;
       for (int64_t r = r0; r < r1; r += kRows) {
-        by_rows(std::min(kRows, r1 - r), [&](auto rows_here) {
+        dyno_rows::by_rows<kRows>(std::min(kRows, r1 - r), [&](auto rows_here) {
           constexpr int R = decltype(rows_here)::value;
           __m512 total[R][kBlocks];
           const uint8_t* pair_codes = codes + c0 / 16 * groups * Codes::kGroupBytes;

@@ -9,19 +9,11 @@ import pytest
 import torch
 
 from engine import cpu_kernels
-from engine.models.amx_layout import pack_int4_gemv
-from engine.models.quant_linear import dequantize_int4, quantize_int4
+from tests.kernels.quantized import int4_case
 
 KERNELS = cpu_kernels.load()
 pytestmark = pytest.mark.skipif(KERNELS is None or not KERNELS.gemv_available(),
                                 reason="dyno's CPU kernels did not build here, or without AVX-512 VNNI")
-
-
-def _int4(n: int, k: int, seed: int = 0):
-    torch.manual_seed(seed)
-    codes, scales_and_zeros = quantize_int4(torch.randn(n, k))
-    scales_and_zeros = scales_and_zeros.to(torch.bfloat16)
-    return pack_int4_gemv(codes, scales_and_zeros), dequantize_int4(codes, scales_and_zeros.float())
 
 
 @pytest.mark.parametrize("rows", [1, 2, 3, 4])
@@ -29,7 +21,7 @@ def _int4(n: int, k: int, seed: int = 0):
 def test_rows_are_the_fp32_sum_to_about_bf16_rounding(rows, n, k):
     x = torch.randn(rows, k, dtype=torch.bfloat16)
     bias = torch.randn(n, dtype=torch.bfloat16)
-    (codes, params), weight = _int4(n, k)
+    (codes, params), weight = int4_case(n, k)
     got = KERNELS.int4_gemv(x, codes, params, bias)
     assert got.dtype == torch.bfloat16 and got.shape == (rows, n)
     torch.testing.assert_close(got.float(), x.float() @ weight.T + bias.float(), rtol=2 ** -7, atol=2e-2)
@@ -37,7 +29,7 @@ def test_rows_are_the_fp32_sum_to_about_bf16_rounding(rows, n, k):
 
 def test_a_row_gets_the_same_bits_alone_or_in_a_batch():
     x = torch.randn(4, 576, dtype=torch.bfloat16) * torch.tensor([[1.0], [30.0], [0.01], [1.0]]).bfloat16()
-    (codes, params), _ = _int4(96, 576)
+    (codes, params), _ = int4_case(96, 576)
     batch = KERNELS.int4_gemv(x, codes, params, None)
     for i in range(4):
         assert torch.equal(KERNELS.int4_gemv(x[i:i + 1], codes, params, None)[0], batch[i])
@@ -45,7 +37,7 @@ def test_a_row_gets_the_same_bits_alone_or_in_a_batch():
 
 def test_more_rows_take_more_passes_and_the_same_bits():
     x = torch.randn(9, 96, dtype=torch.bfloat16)
-    (codes, params), _ = _int4(64, 96)
+    (codes, params), _ = int4_case(64, 96)
     batch = KERNELS.int4_gemv(x, codes, params, None)
     assert torch.equal(torch.cat([KERNELS.int4_gemv(x[i:i + 4], codes, params, None) for i in (0, 4, 8)]), batch)
 
@@ -54,7 +46,7 @@ def test_a_row_of_inf_or_nan_gives_nan_and_leaves_the_others_alone():
     x = torch.randn(3, 96, dtype=torch.bfloat16)
     x[1, 5] = float("inf")
     bias = torch.randn(64, dtype=torch.bfloat16)
-    (codes, params), _ = _int4(64, 96)
+    (codes, params), _ = int4_case(64, 96)
     got = KERNELS.int4_gemv(x, codes, params, None)
     assert bool(got[1].isnan().all()) and not bool(got[[0, 2]].isnan().any())
     assert torch.equal(KERNELS.int4_gemv(x[:1], codes, params, None)[0], got[0])
@@ -63,7 +55,7 @@ def test_a_row_of_inf_or_nan_gives_nan_and_leaves_the_others_alone():
 
 
 def test_inputs_it_cannot_take_are_refused():
-    (codes, params), _ = _int4(64, 96)
+    (codes, params), _ = int4_case(64, 96)
     with pytest.raises(RuntimeError, match="bf16"):
         KERNELS.int4_gemv(torch.randn(2, 96), codes, params, None)
     with pytest.raises(RuntimeError, match="rows must be contiguous"):

@@ -13,18 +13,12 @@ import torch
 
 from engine import cpu_kernels
 from engine.models.amx_layout import interleave_gate_up, pack_int4_gemv, pack_int8_vnni
-from engine.models.quant_linear import dequantize_int4, quantize_int4, quantize_int8
+from engine.models.quant_linear import quantize_int4, quantize_int8
+from tests.kernels.quantized import int4_case
 
 KERNELS = cpu_kernels.load()
 pytestmark = pytest.mark.skipif(KERNELS is None or not KERNELS.vnni_available(),
                                 reason="dyno's CPU kernels did not build here, or without AVX-512 VNNI")
-
-
-def _int4(n: int, k: int, seed: int = 0):
-    torch.manual_seed(seed)
-    codes, scales_and_zeros = quantize_int4(torch.randn(n, k))
-    scales_and_zeros = scales_and_zeros.to(torch.bfloat16)
-    return pack_int4_gemv(codes, scales_and_zeros), dequantize_int4(codes, scales_and_zeros.float())
 
 
 def _int8(n: int, k: int, seed: int = 0):
@@ -36,7 +30,7 @@ def _int8(n: int, k: int, seed: int = 0):
 
 def _linear(kind: str, n: int, k: int, seed: int = 0):
     """(the kernel as f(x, bias), the weight it computes with)."""
-    (codes, params), weight = (_int4 if kind == "int4" else _int8)(n, k, seed)
+    (codes, params), weight = (int4_case if kind == "int4" else _int8)(n, k, seed)
     if kind == "int4":
         return (lambda x, bias=None: KERNELS.vnni_int4_linear(x, codes, params, bias, False)), weight
     return (lambda x, bias=None: KERNELS.vnni_int8_linear(x, codes, params, bias)), weight
