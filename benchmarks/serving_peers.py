@@ -83,6 +83,7 @@ class Server:
     model: str | None = None  # None: the first model the server lists
     ignore_eos: bool = True
     extra_body: dict[str, Any] = field(default_factory=dict)
+    request_id_header: bool = True  # loadgen's X-Request-Id on each request
     note: str = ""
     skipped: str | None = None  # "not installed: <what was looked for>"
     error: str | None = None  # installed, but its set-up failed
@@ -130,7 +131,8 @@ def llamacpp_server(a: argparse.Namespace, port: int) -> Server:
     cmd = [str(python), "-m", "llama_cpp.server", "--model", str(gguf), "--n_ctx", "4096",
            "--n_threads", str(os.cpu_count() or 1), "--interrupt_requests", "False",
            "--host", HOST, "--port", str(port), *shlex.split(a.llamacpp_flags)]
-    return Server("llamacpp", cmd, port, health_path="/v1/models",
+    # Its server answers 400 to an X-Request-Id that is not a UUID (starlette-context).
+    return Server("llamacpp", cmd, port, health_path="/v1/models", request_id_header=False,
                   note="4-bit GGUF weights; serves one request at a time")
 
 
@@ -217,6 +219,7 @@ def bench_config(server: Server, a: argparse.Namespace, concurrency: int, num_pr
                        points=(LoadPoint(concurrency=concurrency),), num_prompts=num_prompts,
                        ignore_eos=server.ignore_eos, seed=a.seed, scrape_interval_s=None,
                        result_dir=str(result_dir) if result_dir else None, extra_body=server.extra_body,
+                       request_id_header=server.request_id_header,
                        request_timeout_s=a.request_timeout)
 
 
@@ -253,6 +256,9 @@ def measure(server: Server, a: argparse.Namespace, workdir: Path) -> dict[str, A
                 entry["results"][name]["first_error"] = next(iter(summary["first_error_by_kind"].values()), "")
             print(f"[{server.name}] {label(shape(w, a))}: {summary['output_throughput']:.1f} tok/s, "
                   f"{summary['completed']} ok, {summary['failed']} failed", flush=True)
+            if summary["failed"] and not summary["completed"]:  # a row of zeros is no measurement
+                first = entry["results"][name]["first_error"] or "no error text"
+                entry["status"] = f"failed: every request of {label(shape(w, a))} failed ({first})"
     except TrialFailed as e:
         entry["status"] = f"failed: {e.reason}"
         entry["log_tail"] = e.log_tail

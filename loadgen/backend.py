@@ -36,6 +36,9 @@ class BackendConfig:
     ignore_eos: bool = False
     request_timeout_s: float = 600.0
     extra_body: dict[str, Any] = field(default_factory=dict)
+    # Each request's id as X-Request-Id, so a server's records join ours. llama-cpp-python's
+    # server takes that header only as a UUID and answers 400 to any other.
+    request_id_header: bool = True
 
     @property
     def is_chat(self) -> bool:
@@ -83,7 +86,7 @@ class OpenAIBackend:
         """Send one request, filling `record`; returns the generated text (for multi-turn).
         The hooks run on this loop between the stream's reads: keep them quick."""
         stream = _Stream(on_first_token)
-        headers = {"X-Request-Id": record.request_id}
+        headers = {"X-Request-Id": record.request_id} if self.config.request_id_header else {}
         body = make_body(self.config, spec)
         record.send_time = self.now()
         if on_sent is not None:

@@ -49,6 +49,7 @@ class BenchConfig:
     scrape_interval_s: float | None = 1.0  # None: do not scrape /metrics
     request_timeout_s: float = 600.0
     extra_body: dict[str, Any] = field(default_factory=dict)
+    request_id_header: bool = True  # see BackendConfig
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -125,7 +126,7 @@ class Bench:
     def backend_config(self) -> BackendConfig:
         cfg = self.config
         return BackendConfig(self._base_url, cfg.endpoint, self.model, cfg.api_key, cfg.ignore_eos,
-                             cfg.request_timeout_s, cfg.extra_body)
+                             cfg.request_timeout_s, cfg.extra_body, cfg.request_id_header)
 
     @property
     def _base_url(self) -> str:

@@ -65,6 +65,15 @@ def test_request_ids_are_sent_and_recorded(mock_factory):
     assert all(r.response_id == r.request_id for r in records)  # the mock echoes X-Request-Id
 
 
+def test_request_ids_can_stay_off_the_wire(mock_factory):
+    """For servers that refuse ids that are not UUIDs (llama-cpp-python's)."""
+    mock = paced(mock_factory)
+    result = run_bench(make_config(mock, LoadPoint(concurrency=2), num_prompts=4, request_id_header=False))
+    records = result.points[0].records
+    assert all(r.ok for r in records)
+    assert all(r.response_id.startswith("mock-") for r in records)  # the mock's own ids
+
+
 def test_multi_token_chunks_spread_over_itl(mock_factory):
     mock = paced(mock_factory, tokens_per_chunk=3)
     s = run_bench(make_config(mock, LoadPoint(concurrency=2), num_prompts=6)).summary
