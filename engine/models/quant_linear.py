@@ -37,7 +37,8 @@ more take the bf16 copy (packed for oneDNN) and smaller ones torch's kernels.
 
 int8: one symmetric scale per output channel. int4: asymmetric, one scale and zero point per
 group of 32 input channels, as torch's int4 CPU kernel takes them. Activations stay in the
-model dtype (the integer kernels quantize their rows, finer than bf16 for all but tiny values);
+model dtype (the integer kernels quantize their rows: the AMX-INT8 and few-row kernels to 15
+bits, finer than bf16 for all but tiny values; the VNNI kernels to bytes per group of 32);
 a quantized model runs in bf16.
 """
 
