@@ -24,6 +24,8 @@ at::Tensor Linear::operator()(const at::Tensor& x) const {
     case kInt4Vnni:
       TORCH_CHECK(!silu_fused, "decode stack: a fused gate/up layer gives SiLU-and-mul only");
       return vnni_int4_linear(x, weight, params, bias, false);
+    case kInt8Vnni:
+      return vnni_int8_linear(x, weight, params, bias);
   }
   TORCH_CHECK(false, "decode stack: unknown linear kind ", kind);
   return {};

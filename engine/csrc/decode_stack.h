@@ -12,9 +12,10 @@ namespace dyno_stack {
 
 // One linear layer as the kernel that takes its decode batches: bf16 weights in tile order,
 // int8 on AMX-INT8, int4 on AMX (and on the VNNI kernel up to gemv_up_to_rows rows), or, on a
-// CPU without AMX, int4 on vnni_linear.cpp's kernel (weight and params in pack_int4_gemv's order).
+// CPU without AMX, int4 or int8 on vnni_linear.cpp's kernels (int4: weight and params in
+// pack_int4_gemv's order; int8: pack_int8_vnni's codes and the fp32 scales).
 struct Linear {
-  enum Kind : int64_t { kBf16 = 0, kInt8 = 1, kInt4 = 2, kInt4Vnni = 3 };
+  enum Kind : int64_t { kBf16 = 0, kInt8 = 1, kInt4 = 2, kInt4Vnni = 3, kInt8Vnni = 4 };
   int64_t kind;
   at::Tensor weight, params;            // tiles (bf16); packed + scale (int8); codes + params (int4)
   at::Tensor gemv_codes, gemv_params;   // int4 only

@@ -8,7 +8,7 @@ so a step's outputs are the same bits (default model, int4 + fp8 cache, offline 
 32 sequences 21.7-21.9 -> 18.0-18.1 ms, one 6.5-6.7 -> 4.9-5.1 ms).
 
 It takes decode-only steps small enough for every linear's small-batch kernel, when each
-layer's linears have one (AMX: bf16 in tile order, int8, int4; without AMX, int4 on VNNI) and
+layer's linears have one (AMX: bf16 in tile order, int8, int4; without AMX, int8 and int4 on VNNI) and
 the attention reads the cache in place; anything else stays on the Python layers.
 """
 
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-KINDS = {"bf16": 0, "int8": 1, "int4": 2, "int4_vnni": 3}  # decode_stack.h's Linear::Kind
+KINDS = {"bf16": 0, "int8": 1, "int4": 2, "int4_vnni": 3, "int8_vnni": 4}  # decode_stack.h's Linear::Kind
 _CACHE_DTYPES = (torch.bfloat16, torch.float8_e4m3fn, torch.float8_e5m2)  # paged_decode's, with bf16 queries
 
 

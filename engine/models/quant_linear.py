@@ -198,6 +198,8 @@ class Int8Linear(_WeightOnlyLinear):
         return self._vnni.vnni_int8_linear(x, self.qweight, self.scale, self.bias)
 
     def kernel_spec(self) -> KernelSpec | None:
+        if self._vnni is not None:
+            return KernelSpec("int8_vnni", self.qweight, self.scale, self.out_features, self.bias, VNNI_BELOW_ROWS)
         if self._amx is None:
             return None
         return KernelSpec("int8", self.qweight, self.scale, self.scale.numel(), self.bias, self.amx_rows)
