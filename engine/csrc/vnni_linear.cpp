@@ -105,7 +105,8 @@ void block(const uint8_t* codes, const bf16* params, int64_t groups, const int8_
       for (int b = 0; b < kBlocks; ++b) {
         const char* next = reinterpret_cast<const char*>(next_codes + b * block_bytes + g * Codes::kGroupBytes);
         for (int64_t line = 0; line < Codes::kGroupBytes; line += 64) _mm_prefetch(next + line, _MM_HINT_T0);
-        _mm_prefetch(reinterpret_cast<const char*>(params + (kBlocks + b) * block_params + g * 32), _MM_HINT_T0);
+        if constexpr (std::is_same_v<Codes, Int4Codes>)  // int8 has no per-group params
+          _mm_prefetch(reinterpret_cast<const char*>(params + (kBlocks + b) * block_params + g * 32), _MM_HINT_T0);
       }
     }
     for (int i = 0; i < 4; ++i) {
@@ -156,7 +157,7 @@ void multiply(const Rows8& rows, int64_t m, int64_t k, int64_t n, const uint8_t*
           __m512 total[R][kBlocks];
           const uint8_t* pair_codes = codes + c0 / 16 * groups * Codes::kGroupBytes;
           const bool fetch = r == r0 && p + 1 < pairs;
-          block<Codes, R>(pair_codes, params + c0 * groups * 2, groups, rows.q.data() + r * k, k,
+          block<Codes, R>(pair_codes, params != nullptr ? params + c0 * groups * 2 : nullptr, groups, rows.q.data() + r * k, k,
                           rows.scale.data() + r * groups, rows.weighted_sums.data() + r * groups, total,
                           fetch ? pair_codes + kBlocks * groups * Codes::kGroupBytes : nullptr);
           finish(total, r, c0);

@@ -218,10 +218,9 @@ class Int4Linear(_WeightOnlyLinear):
         super().__init__(linear, dequantize_int4(codes, scales_and_zeros.float()), gate_up,
                          amx_layout.vnni_kernels_for(linear.weight))
         if self._vnni is not None:
-            # VNNI takes every batch (all int4 linears of the default model from a cold cache
-            # at one row 1.64 vs 1.77 ms on the few-row kernel, at four 2.29 vs 2.78), and a
-            # gate/up layer's codes interleaved give SiLU-and-mul on the way out, as on AMX.
-            self.gemv_up_to_rows = 0
+            # VNNI takes every batch, the few-row kernel none (all int4 linears of the default
+            # model from a cold cache at one row 1.64 vs 1.77 ms on it, at four 2.29 vs 2.78),
+            # and a gate/up layer's codes interleaved give SiLU-and-mul on the way out, as on AMX.
             self.silu_fused = gate_up and self.bias is None
             for name, t in zip(("vnni_codes", "vnni_params"), self._interleaved_if_fused(codes, scales_and_zeros)):
                 self.register_buffer(name, t)
