@@ -84,23 +84,25 @@ inline void quantize_groups8(const at::BFloat16* x, int64_t k, int8_t* q, float*
       continue;
     }
     const float inv = 127.f / top;
-    int32_t sum = 0;
+    scale[g] = top / 127.f;
 #if defined(__AVX512BW__)
-    for (int h = 0; h < 2; ++h) {
-      const __m512i bits = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(xg + 16 * h)));
-      const __m512 v = _mm512_castsi512_ps(_mm512_slli_epi32(bits, 16));
-      const __m512i r = _mm512_cvtps_epi32(_mm512_mul_ps(v, _mm512_set1_ps(inv)));
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(qg + 16 * h), _mm512_cvtsepi32_epi8(r));
-      sum += _mm512_reduce_add_epi32(r);
-    }
+    // both halves' codes, then their 32 bytes and one sum (a store and a sum per half: 2048 rows
+    // of 576 inputs through a 32-channel int4 layer took 370 us instead of 345 on one Zen 5 core)
+    const __m512 lo = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_castsi512_si256(raw)), 16));
+    const __m512 hi = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(raw, 1)), 16));
+    const __m512i r_lo = _mm512_cvtps_epi32(_mm512_mul_ps(lo, _mm512_set1_ps(inv)));
+    const __m512i r_hi = _mm512_cvtps_epi32(_mm512_mul_ps(hi, _mm512_set1_ps(inv)));
+    const __m256i bytes = _mm256_set_m128i(_mm512_cvtsepi32_epi8(r_hi), _mm512_cvtsepi32_epi8(r_lo));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(qg), bytes);
+    weighted_sum[g] = scale[g] * static_cast<float>(_mm512_reduce_add_epi32(_mm512_add_epi32(r_lo, r_hi)));
 #else
+    int32_t sum = 0;
     for (int64_t i = 0; i < kGroup; ++i) {
       qg[i] = static_cast<int8_t>(std::lrintf(static_cast<float>(xg[i]) * inv));
       sum += qg[i];
     }
-#endif
-    scale[g] = top / 127.f;
     weighted_sum[g] = scale[g] * static_cast<float>(sum);
+#endif
   }
 }
 

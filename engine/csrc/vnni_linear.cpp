@@ -26,6 +26,7 @@
 
 #include <algorithm>
 #include <iterator>
+#include <memory>
 #include <type_traits>
 #include <vector>
 
@@ -44,21 +45,28 @@ constexpr int64_t kBlocks = 2;    // 16-channel blocks a register block holds
 // Rows per pass over the weights: their bytes stay in L2 while every channel block reads them.
 constexpr int64_t kChunkBytes = 512 * 1024;
 
+// The rows as signed bytes, filled in by multiply. Every byte and float is written before it is
+// read: left uninitialized (zeroing 2048 rows' bytes had taken ~1% of a prompt step).
 struct Rows8 {
-  std::vector<int8_t> q;              // [m][k]
-  std::vector<float> scale;           // [m][k / kGroup]
-  std::vector<float> weighted_sums;   // [m][k / kGroup]: scale * sum of x_q
+  explicit Rows8(int64_t m, int64_t k)
+      : q(std::make_unique_for_overwrite<int8_t[]>(m * k)),
+        scale(std::make_unique_for_overwrite<float[]>(m * k / kGroup)),
+        weighted_sums(std::make_unique_for_overwrite<float[]>(m * k / kGroup)),
+        row_sums(std::make_unique_for_overwrite<float[]>(m)) {}
+  std::unique_ptr<int8_t[]> q;              // [m][k]
+  std::unique_ptr<float[]> scale;           // [m][k / kGroup]
+  std::unique_ptr<float[]> weighted_sums;   // [m][k / kGroup]: scale * sum of x_q
+  std::unique_ptr<float[]> row_sums;        // [m]: the row's weighted sums added up
 };
 
-Rows8 quantize_rows(const at::Tensor& x) {
-  const int64_t m = x.size(0), k = x.size(1), groups = k / kGroup;
-  Rows8 rows{std::vector<int8_t>(m * k), std::vector<float>(m * groups), std::vector<float>(m * groups)};
-  const bf16* xd = x.data_ptr<bf16>();
-#pragma omp parallel for schedule(static) if (m >= 16)
-  for (int64_t r = 0; r < m; ++r)
-    dyno_rows::quantize_groups8(xd + r * x.stride(0), k, rows.q.data() + r * k, rows.scale.data() + r * groups,
-                                rows.weighted_sums.data() + r * groups);
-  return rows;
+void quantize_row(const at::Tensor& x, int64_t r, Rows8& rows) {
+  const int64_t k = x.size(1), groups = k / kGroup;
+  float* sums = rows.weighted_sums.get() + r * groups;
+  dyno_rows::quantize_groups8(x.data_ptr<bf16>() + r * x.stride(0), k, rows.q.get() + r * k,
+                              rows.scale.get() + r * groups, sums);
+  float total = 0.f;
+  for (int64_t g = 0; g < groups; ++g) total += sums[g];
+  rows.row_sums[r] = total;
 }
 
 // The two weight formats, as the block below reads them: per 16 channels and group of 32
@@ -142,26 +150,40 @@ void block(const uint8_t* codes, const bf16* params, int64_t groups, const int8_
 // Every row block of every pair of channel blocks, rows in chunks that stay in L2: block's
 // totals, then finish(totals, rows, first row, first channel) stores them.
 template <typename Codes, typename Finish>
-void multiply(const Rows8& rows, int64_t m, int64_t k, int64_t n, const uint8_t* codes, const bf16* params,
-              Finish finish) {
-  const int64_t groups = k / kGroup, pairs = n / (16 * kBlocks);
+void multiply(const at::Tensor& x, Rows8& rows, int64_t n, const uint8_t* codes, const bf16* params, Finish finish) {
+  const int64_t m = x.size(0), k = x.size(1), groups = k / kGroup, pairs = n / (16 * kBlocks);
   const int64_t chunk = std::max<int64_t>(kRows, kChunkBytes / k / kRows * kRows);
-  for (int64_t r0 = 0; r0 < m; r0 += chunk) {
-    const int64_t r1 = std::min(m, r0 + chunk);
-#pragma omp parallel for schedule(static)
-    for (int64_t p = 0; p < pairs; ++p) {
-      const int64_t c0 = p * 16 * kBlocks;
-      for (int64_t r = r0; r < r1; r += kRows) {
-        dyno_rows::by_rows<kRows>(std::min(kRows, r1 - r), [&](auto rows_here) {
-          constexpr int R = decltype(rows_here)::value;
-          __m512 total[R][kBlocks];
-          const uint8_t* pair_codes = codes + c0 / 16 * groups * Codes::kGroupBytes;
-          const bool fetch = r == r0 && p + 1 < pairs;
-          block<Codes, R>(pair_codes, params != nullptr ? params + c0 * groups * 2 : nullptr, groups, rows.q.data() + r * k, k,
-                          rows.scale.data() + r * groups, rows.weighted_sums.data() + r * groups, total,
-                          fetch ? pair_codes + kBlocks * groups * Codes::kGroupBytes : nullptr);
-          finish(total, r, c0);
-        });
+  // One parallel region for the rows' bytes and the products, each thread on the same pairs in
+  // every chunk (static) and going on to the next chunk without waiting for the others: a
+  // parallel region for each and a barrier per chunk had cost ~5% of a prompt step, and decode
+  // steps fork and join four times a layer.
+#pragma omp parallel
+  {
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < m; ++r) quantize_row(x, r, rows);
+    for (int64_t r0 = 0; r0 < m; r0 += chunk) {
+      const int64_t r1 = std::min(m, r0 + chunk);
+      // rows in blocks of as even a size as kRows allows: 32 rows as 6, 6, 5, 5, 5, 5 rather
+      // than five sixes and a two, which cost nearly as much as a six
+      const int64_t blocks = (r1 - r0 + kRows - 1) / kRows;
+#pragma omp for schedule(static) nowait
+      for (int64_t p = 0; p < pairs; ++p) {
+        const int64_t c0 = p * 16 * kBlocks;
+        const uint8_t* pair_codes = codes + c0 / 16 * groups * Codes::kGroupBytes;
+        for (int64_t j = 0, r = r0; j < blocks; ++j) {
+          const int64_t size = (r1 - r0) / blocks + (j < (r1 - r0) % blocks ? 1 : 0);
+          dyno_rows::by_rows<kRows>(size, [&](auto rows_here) {
+            constexpr int R = decltype(rows_here)::value;
+            __m512 total[R][kBlocks];
+            const bool fetch = j == 0 && p + 1 < pairs;
+            block<Codes, R>(pair_codes, params != nullptr ? params + c0 * groups * 2 : nullptr, groups,
+                            rows.q.get() + r * k, k, rows.scale.get() + r * groups,
+                            rows.weighted_sums.get() + r * groups, total,
+                            fetch ? pair_codes + kBlocks * groups * Codes::kGroupBytes : nullptr);
+            finish(total, r, c0);
+          });
+          r += size;
+        }
       }
     }
   }
@@ -202,8 +224,8 @@ at::Tensor vnni_int4_linear(const at::Tensor& x, const at::Tensor& codes, const 
   at::Tensor holder;
   const float* bd = float_bias(bias, holder);
   bf16* od = out.data_ptr<bf16>();
-  multiply<Int4Codes>(quantize_rows(x), m, k, n, codes.data_ptr<uint8_t>(), params.data_ptr<bf16>(),
-                      [&](auto& total, int64_t r, int64_t c0) {
+  Rows8 rows(m, k);
+  multiply<Int4Codes>(x, rows, n, codes.data_ptr<uint8_t>(), params.data_ptr<bf16>(), [&](auto& total, int64_t r, int64_t c0) {
     for (int i = 0; i < static_cast<int>(std::size(total)); ++i) {
       __m512 v[kBlocks];
       for (int b = 0; b < kBlocks; ++b)
@@ -223,7 +245,7 @@ at::Tensor vnni_int4_linear(const at::Tensor& x, const at::Tensor& codes, const 
 at::Tensor vnni_int8_linear(const at::Tensor& x, const at::Tensor& codes, const at::Tensor& scale,
                             const c10::optional<at::Tensor>& bias) {
   check_rows(x, "vnni_int8_linear");
-  const int64_t m = x.size(0), k = x.size(1), n = scale.numel(), groups = k / kGroup;
+  const int64_t m = x.size(0), k = x.size(1), n = scale.numel();
   TORCH_CHECK(n % (16 * kBlocks) == 0 && codes.scalar_type() == at::kByte && codes.numel() == n * k &&
                   codes.is_contiguous() && scale.scalar_type() == at::kFloat && scale.is_contiguous(),
               "vnni_int8_linear: codes must hold N*K uint8 and scale N fp32, N a multiple of 32");
@@ -233,13 +255,11 @@ at::Tensor vnni_int8_linear(const at::Tensor& x, const at::Tensor& codes, const 
   const float* bd = float_bias(bias, holder);
   const float* sd = scale.data_ptr<float>();
   bf16* od = out.data_ptr<bf16>();
-  const Rows8 rows = quantize_rows(x);
-  std::vector<float> row_sums(m, 0.f);  // sum of x as quantized, each row: 128 * it comes off
-  for (int64_t r = 0; r < m; ++r)
-    for (int64_t g = 0; g < groups; ++g) row_sums[r] += rows.weighted_sums[r * groups + g];
-  multiply<Int8Codes>(rows, m, k, n, codes.data_ptr<uint8_t>(), nullptr, [&](auto& total, int64_t r, int64_t c0) {
+  Rows8 rows(m, k);
+  multiply<Int8Codes>(x, rows, n, codes.data_ptr<uint8_t>(), nullptr, [&](auto& total, int64_t r, int64_t c0) {
     for (int i = 0; i < static_cast<int>(std::size(total)); ++i) {
-      const __m512 offset = _mm512_set1_ps(128.f * row_sums[r + i]);
+      // the sum of x as quantized, each row: 128 * it comes off
+      const __m512 offset = _mm512_set1_ps(128.f * rows.row_sums[r + i]);
       for (int b = 0; b < kBlocks; ++b) {
         __m512 v = _mm512_mul_ps(_mm512_sub_ps(total[i][b], offset), _mm512_loadu_ps(sd + c0 + b * 16));
         if (bd != nullptr) v = _mm512_add_ps(v, _mm512_loadu_ps(bd + c0 + b * 16));
