@@ -196,13 +196,21 @@ inline __m512 sum16(__m512 v[kTile]) {
 }
 
 // Key rows of positions t .. t + 15, the last real one repeated past ctx_len; returns how many
-// are real. Each real one's row a block ahead is prefetched.
+// are real. Each real one's row a block ahead is prefetched, and with v_pool its value row: the
+// values' pass after the softmax then finds them in cache rather than in memory (an fp8 cache's
+// attention, 32 sequences of 180 positions, 30 layers: 5.2-5.3 -> 4.0-4.3 ms on Zen 5; into L2
+// only, 4.3-4.6).
 inline int tile_rows(const uint8_t* k_pool, const int64_t* table, int64_t t, int64_t ctx_len,
-                     int64_t block_size, int64_t kv_stride, const uint8_t* rows[kTile]) {
+                     int64_t block_size, int64_t kv_stride, const uint8_t* rows[kTile],
+                     const uint8_t* v_pool = nullptr) {
   const int count = static_cast<int>(std::min<int64_t>(kTile, ctx_len - t));
   int64_t block = t / block_size, off = t % block_size;  // one division a tile, not two a row
   for (int i = 0; i < count; ++i) {
     rows[i] = k_pool + (table[block] * block_size + off) * kv_stride;
+    if (v_pool != nullptr) {
+      const char* values = reinterpret_cast<const char*>(v_pool + (rows[i] - k_pool));
+      for (int64_t b = 0; b < kv_stride; b += 64) _mm_prefetch(values + b, _MM_HINT_T0);
+    }
     if (t + i + block_size < ctx_len) {
       const char* ahead = reinterpret_cast<const char*>(k_pool + (table[block + 1] * block_size + off) * kv_stride);
       for (int64_t b = 0; b < kv_stride; b += 64) _mm_prefetch(ahead + b, _MM_HINT_T0);
@@ -518,7 +526,8 @@ void decode_seq(const T* q, const T* k_pool, const T* v_pool, const int64_t* tab
       const auto* k_bytes = reinterpret_cast<const uint8_t*>(k_pool);
       for (int64_t t = first; t < ctx_len; t += kTile) {
         const uint8_t* rows[kTile];
-        const int count = tile_rows(k_bytes, table, t, ctx_len, block_size, slot_bytes, rows);
+        const int count = tile_rows(k_bytes, table, t, ctx_len, block_size, slot_bytes, rows,
+                                  reinterpret_cast<const uint8_t*>(v_pool));
         score_tile_bf16(q, rows, count, num_heads, group, scale, n, scores.data() + (t - first));
       }
       scored = true;
@@ -569,7 +578,7 @@ void decode_seq_fp8(const T* q, const uint8_t* k_pool, const uint8_t* v_pool, co
     alignas(64) float keys[kTile * 64];
     for (int64_t t = first; t < ctx_len; t += kTile) {
       const uint8_t* rows[kTile];
-      const int count = tile_rows(k_pool, table, t, ctx_len, block_size, kv_stride, rows);
+      const int count = tile_rows(k_pool, table, t, ctx_len, block_size, kv_stride, rows, v_pool);
       score_tile<F>(qf.data(), rows, count, num_kv_heads, group, qk_scale, n,
                     scores.data() + (t - first), keys);
     }
