@@ -176,6 +176,7 @@ bool weigh_values_fast(const typename Rows::T*, const int64_t*, int64_t, int64_t
 // position), the 16 summed across lanes together (15 folds of two permutes and an add) instead
 // of one full reduction per score.
 constexpr int kTile = 16;
+constexpr int64_t kMaxTableHeads = 64;  // query heads the bf16 table path holds
 
 // The lanes of a 16-lane vector that `left` remaining elements fill (all 16 from 16 on).
 inline __mmask16 lanes_left(int64_t left) {
@@ -248,6 +249,112 @@ void score_tile(const float* qf, const uint8_t* const rows[kTile], int count, in
     }
   }
 }
+
+#if defined(__AVX512VBMI__)
+// fp8 with bf16 queries on AVX-512 BF16 (the fp16 path below goes first where there is one): the
+// codes turned into bf16 by table (fp8.h Bf16Table), the products two at a time by VDPBF16PS
+// (exact products, fp32 sums) instead of one by an fp32 multiply-add on codes turned into fp32.
+// The table gives each 64 codes' words by 128-bit lanes; the query's words go the same way.
+inline void query_as_table_order(const at::BFloat16* q, __m512i& first, __m512i& second) {
+  const __m512i lo = _mm512_loadu_si512(q), hi = _mm512_loadu_si512(q + 32);
+  alignas(64) int16_t a[32], b[32];
+  for (int w = 0; w < 32; ++w) {
+    a[w] = static_cast<int16_t>(16 * (w / 8) + w % 8);
+    b[w] = static_cast<int16_t>(16 * (w / 8) + 8 + w % 8);
+  }
+  first = _mm512_permutex2var_epi16(lo, _mm512_load_si512(a), hi);
+  second = _mm512_permutex2var_epi16(lo, _mm512_load_si512(b), hi);
+}
+
+// Scores of 16 positions for every head, head_dim 64: each kv head's key rows converted once.
+template <Fp8 F>
+void score_tile_fp8_bf16(const Bf16Table<F>& table, const __m512i* q, const uint8_t* const rows[kTile], int count,
+                         int64_t num_kv_heads, int64_t group, float scale, int64_t n, float* scores) {
+  for (int64_t kv = 0; kv < num_kv_heads; ++kv) {
+    __m512i keys[kTile][2];
+    for (int i = 0; i < kTile; ++i) table.convert(rows[i] + kv * 64, keys[i][0], keys[i][1]);
+    for (int64_t h = kv * group; h < (kv + 1) * group; ++h) {
+      const __m512bh q0 = (__m512bh)q[2 * h], q1 = (__m512bh)q[2 * h + 1];
+      __m512 acc[kTile];
+      for (int i = 0; i < kTile; ++i)
+        acc[i] = _mm512_dpbf16_ps(_mm512_dpbf16_ps(_mm512_setzero_ps(), q0, (__m512bh)keys[i][0]), q1, (__m512bh)keys[i][1]);
+      store_scores(acc, count, scale, scores + h * n);
+    }
+  }
+}
+
+// The values' half, head_dim 64, G query heads of one kv head: two positions' bf16 words
+// interleaved into pairs, and one VDPBF16PS weighs a pair for 16 dims (the softmax weights
+// rounded to bf16, 8 bits: inside an fp8 value's own 4). `rows`: each position's row (n of
+// them), `weights`: each head's softmax row in bf16, `acc`: each head's 64 sums, kFp8Unit<F>
+// too small.
+template <int G, Fp8 F>
+void weigh_values_fp8_bf16(const Bf16Table<F>& table, const uint8_t* const* rows, int64_t kv_offset,
+                           const uint16_t* weights, int64_t n, float* acc) {
+  __m512 a[G][4];
+  for (int g = 0; g < G; ++g)
+    for (int c = 0; c < 4; ++c) a[g][c] = _mm512_setzero_ps();
+  for (int64_t t = 0; t < n; t += 2) {
+    const bool pair = t + 1 < n;
+    __m512i x0, x1, y0 = _mm512_setzero_si512(), y1 = _mm512_setzero_si512();
+    table.convert(rows[t] + kv_offset, x0, x1);
+    if (pair) table.convert(rows[t + 1] + kv_offset, y0, y1);
+    // dword 4L + i of u[c] pairs dim 16L + 4c + i of both positions
+    const __m512bh u[4] = {(__m512bh)_mm512_unpacklo_epi16(x0, y0), (__m512bh)_mm512_unpackhi_epi16(x0, y0),
+                           (__m512bh)_mm512_unpacklo_epi16(x1, y1), (__m512bh)_mm512_unpackhi_epi16(x1, y1)};
+    for (int g = 0; g < G; ++g) {
+      const uint16_t* w = weights + g * n + t;
+      const __m512bh p = (__m512bh)_mm512_set1_epi32(static_cast<int>(w[0] | (pair ? static_cast<uint32_t>(w[1]) << 16 : 0u)));
+      for (int c = 0; c < 4; ++c) a[g][c] = _mm512_dpbf16_ps(a[g][c], p, u[c]);
+    }
+  }
+  for (int g = 0; g < G; ++g) {  // back to dim order: lane L of each u[c] holds dims 16L + 4c ..
+    const __m512 t0 = _mm512_shuffle_f32x4(a[g][0], a[g][1], _MM_SHUFFLE(1, 0, 1, 0));
+    const __m512 t1 = _mm512_shuffle_f32x4(a[g][2], a[g][3], _MM_SHUFFLE(1, 0, 1, 0));
+    const __m512 t2 = _mm512_shuffle_f32x4(a[g][0], a[g][1], _MM_SHUFFLE(3, 2, 3, 2));
+    const __m512 t3 = _mm512_shuffle_f32x4(a[g][2], a[g][3], _MM_SHUFFLE(3, 2, 3, 2));
+    _mm512_storeu_ps(acc + g * 64, _mm512_shuffle_f32x4(t0, t1, _MM_SHUFFLE(2, 0, 2, 0)));
+    _mm512_storeu_ps(acc + g * 64 + 16, _mm512_shuffle_f32x4(t0, t1, _MM_SHUFFLE(3, 1, 3, 1)));
+    _mm512_storeu_ps(acc + g * 64 + 32, _mm512_shuffle_f32x4(t2, t3, _MM_SHUFFLE(2, 0, 2, 0)));
+    _mm512_storeu_ps(acc + g * 64 + 48, _mm512_shuffle_f32x4(t2, t3, _MM_SHUFFLE(3, 1, 3, 1)));
+  }
+}
+
+// True when the bf16 path took the values of every kv head (acc then holds the sums
+// kFp8Unit<F> too small). `rows`, `weights`: scratch.
+template <Fp8 F>
+bool weigh_values_bf16(const Bf16Table<F>& codes, const uint8_t* v_pool, const int64_t* table, int64_t first,
+                       int64_t ctx_len, int64_t block_size, int64_t num_kv_heads, int64_t group, const float* scores,
+                       int64_t n, std::vector<const uint8_t*>& rows, std::vector<uint16_t>& weights, float* acc) {
+  if (group < 1 || group > 4) return false;
+  const int64_t kv_stride = num_kv_heads * 64, count = num_kv_heads * group * n;
+  rows.resize(static_cast<size_t>(n));
+  for (int64_t t = first; t < ctx_len;) {  // one division a block
+    const int64_t block = t / block_size, in_block = t % block_size;
+    const int64_t run = std::min(block_size - in_block, ctx_len - t);
+    const uint8_t* base = v_pool + (table[block] * block_size + in_block) * kv_stride;
+    for (int64_t i = 0; i < run; ++i) rows[t - first + i] = base + i * kv_stride;
+    t += run;
+  }
+  weights.resize(static_cast<size_t>(count + 32));  // bf16 bits; whole vectors written
+  for (int64_t i = 0; i < count; i += 32) {
+    const __m512 lo = _mm512_maskz_loadu_ps(lanes_left(count - i), scores + i);
+    const __m512 hi = _mm512_maskz_loadu_ps(lanes_left(std::max<int64_t>(0, count - i - 16)), scores + i + 16);
+    _mm512_storeu_si512(weights.data() + i, (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
+  }
+  for (int64_t kv = 0; kv < num_kv_heads; ++kv) {
+    const uint16_t* w = weights.data() + kv * group * n;
+    float* a = acc + kv * group * 64;
+    switch (group) {
+      case 1: weigh_values_fp8_bf16<1, F>(codes, rows.data(), kv * 64, w, n, a); break;
+      case 2: weigh_values_fp8_bf16<2, F>(codes, rows.data(), kv * 64, w, n, a); break;
+      case 3: weigh_values_fp8_bf16<3, F>(codes, rows.data(), kv * 64, w, n, a); break;
+      default: weigh_values_fp8_bf16<4, F>(codes, rows.data(), kv * 64, w, n, a); break;
+    }
+  }
+  return true;
+}
+#endif
 
 #if defined(__AVX512FP16__)
 // fp8 keys with bf16 queries, on AVX-512 FP16: a code and a bf16 query (below 2^14) are exact
@@ -553,7 +660,8 @@ void decode_seq_fp8(const T* q, const uint8_t* k_pool, const uint8_t* v_pool, co
                     int64_t first, int64_t ctx_len, int64_t block_size, int64_t num_heads,
                     int64_t num_kv_heads, int64_t head_dim, float scale, float k_scale,
                     float v_scale, T* out, std::vector<float>& scores, std::vector<float>& qf,
-                    std::vector<float>& row, std::vector<float>& acc, std::vector<uint16_t>& half) {
+                    std::vector<float>& row, std::vector<float>& acc, std::vector<uint16_t>& half,
+                    std::vector<const uint8_t*>& value_rows) {
   const int64_t n = ctx_len - first, group = num_heads / num_kv_heads;
   const int64_t kv_stride = num_kv_heads * head_dim;  // bytes too
   scores.resize(static_cast<size_t>(num_heads * n));
@@ -568,6 +676,21 @@ void decode_seq_fp8(const T* q, const uint8_t* k_pool, const uint8_t* v_pool, co
         const uint8_t* rows[kTile];
         const int count = tile_rows(k_pool, table, t, ctx_len, block_size, kv_stride, rows);
         score_tile_half<F>(q16, rows, count, num_kv_heads, group, qk_scale, n, scores.data() + (t - first), keys);
+      }
+      scored = true;
+    }
+  }
+#endif
+#if defined(__AVX512BF16__) && defined(__AVX512VBMI__)
+  static const Bf16Table<F> codes;
+  if constexpr (std::is_same_v<T, at::BFloat16>) {
+    __m512i q_words[2 * kMaxTableHeads];
+    if (head_dim == 64 && !scored && num_heads <= kMaxTableHeads) {
+      for (int64_t h = 0; h < num_heads; ++h) query_as_table_order(q + h * 64, q_words[2 * h], q_words[2 * h + 1]);
+      for (int64_t t = first; t < ctx_len; t += kTile) {
+        const uint8_t* rows[kTile];
+        const int count = tile_rows(k_pool, table, t, ctx_len, block_size, kv_stride, rows, v_pool);
+        score_tile_fp8_bf16<F>(codes, q_words, rows, count, num_kv_heads, group, qk_scale, n, scores.data() + (t - first));
       }
       scored = true;
     }
@@ -600,6 +723,14 @@ void decode_seq_fp8(const T* q, const uint8_t* k_pool, const uint8_t* v_pool, co
     return;
   }
 #endif
+#if defined(__AVX512BF16__) && defined(__AVX512VBMI__)
+  if (std::is_same_v<T, at::BFloat16> && head_dim == 64 &&
+      weigh_values_bf16<F>(codes, v_pool, table, first, ctx_len, block_size, num_kv_heads, group, scores.data(), n,
+                           value_rows, half, acc.data())) {
+    for (int64_t i = 0; i < num_heads * head_dim; ++i) out[i] = static_cast<T>(acc[i] * (v_scale * kFp8Unit<F>));
+    return;
+  }
+#endif
   weigh_values<Fp8Rows<F>>(v_pool, table, first, ctx_len, block_size, num_heads, num_kv_heads, head_dim,
                            scores.data(), v_scale * kFp8Unit<F>, load_fp8_row<F>, out, row, acc);
 }
@@ -607,7 +738,8 @@ void decode_seq_fp8(const T* q, const uint8_t* k_pool, const uint8_t* v_pool, co
 // Calls seq(s, first, ctx_len, scratch) for every sequence, spread over the threads.
 struct Scratch {
   std::vector<float> scores, qf, row, acc;
-  std::vector<uint16_t> half;  // fp16 weights
+  std::vector<uint16_t> half;  // fp16 (or bf16) weights
+  std::vector<const uint8_t*> value_rows;  // each position's value row (fp8, bf16 path)
   std::vector<at::BFloat16> q, k;  // a fresh token's rotated query and key
 };
 
@@ -618,7 +750,7 @@ void for_each_seq(const at::Tensor& q, int64_t kv_stride, const at::Tensor& ctx_
   const int64_t* lens = ctx_lens.data_ptr<int64_t>();
   at::parallel_for(0, num_seqs, 1, [&](int64_t begin, int64_t end) {
     Scratch scratch{{}, std::vector<float>(q_size), std::vector<float>(kv_stride),
-                    std::vector<float>(q_size), {}, {}, {}};
+                    std::vector<float>(q_size), {}, {}, {}, {}};
     for (int64_t s = begin; s < end; ++s) {
       const int64_t first = window > 0 ? std::max<int64_t>(0, lens[s] - window) : 0;
       seq(s, first, lens[s], scratch);
@@ -691,7 +823,8 @@ void run(const at::Tensor& q, const at::Tensor& kv, const at::Tensor& table,
     if constexpr (std::is_same_v<C, uint8_t>) {
       decode_seq_fp8<T, F>(q_seq, k_pool, v_pool, row, first, len, block_size, num_heads,
                            num_kv_heads, head_dim, s, static_cast<float>(k_scale),
-                           static_cast<float>(v_scale), out_ptr + off, w.scores, w.qf, w.row, w.acc, w.half);
+                           static_cast<float>(v_scale), out_ptr + off, w.scores, w.qf, w.row, w.acc, w.half,
+                           w.value_rows);
     } else {
       decode_seq<T>(q_seq, k_pool, v_pool, row, first, len, block_size, num_heads, num_kv_heads,
                     head_dim, s, out_ptr + off, w.scores, w.qf, w.row, w.acc);
