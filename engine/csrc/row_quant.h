@@ -58,9 +58,10 @@ inline float quantize_row(const at::BFloat16* x, int64_t k, int8_t* high, int8_t
 // One row as single signed bytes with a scale per group of 32 inputs, |x_q| <= 127, as
 // llama.cpp's Q8_0 (vnni_linear.cpp's kernel for many rows, where the arithmetic, not the
 // weights' bytes, sets the time; one scale per row lost 8 points of top-1 agreement with fp32).
-// scale[g] = the group's max |x| / 127, weighted_sum[g] = scale[g] * sum of the group's x_q; a
-// group holding inf or NaN gets scale NaN.
-inline void quantize_groups8(const at::BFloat16* x, int64_t k, int8_t* q, float* scale, float* weighted_sum) {
+// scale[g] = the group's max |x| / 127, sum[g] = the sum of its x_q, weighted_sum[g] =
+// scale[g] * sum[g]; a group holding inf or NaN gets scale NaN (and sum 0).
+inline void quantize_groups8(const at::BFloat16* x, int64_t k, int8_t* q, float* scale, float* weighted_sum,
+                             int32_t* sum) {
   constexpr int64_t kGroup = 32;
   const int64_t groups = k / kGroup;
 #if defined(__AVX512BW__)
@@ -71,7 +72,7 @@ inline void quantize_groups8(const at::BFloat16* x, int64_t k, int8_t* q, float*
   if (groups > kMaxGroups) {
     for (int64_t g0 = 0; g0 < groups; g0 += kMaxGroups) {
       const int64_t part = std::min(kMaxGroups, groups - g0) * kGroup;
-      quantize_groups8(x + g0 * kGroup, part, q + g0 * kGroup, scale + g0, weighted_sum + g0);
+      quantize_groups8(x + g0 * kGroup, part, q + g0 * kGroup, scale + g0, weighted_sum + g0, sum + g0);
     }
     return;
   }
@@ -104,6 +105,7 @@ inline void quantize_groups8(const at::BFloat16* x, int64_t k, int8_t* q, float*
     if (inverse[g] == 0.f) {
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(qg), _mm256_setzero_si256());
       weighted_sum[g] = scale[g];
+      sum[g] = 0;
       continue;
     }
     const __m512i raw = _mm512_loadu_si512(x + g * kGroup);
@@ -116,8 +118,8 @@ inline void quantize_groups8(const at::BFloat16* x, int64_t k, int8_t* q, float*
     // the bytes' sum: as unsigned (x_q + 128), eight at a time (VPSADBW), less 32 * 128
     const __m256i eights = _mm256_sad_epu8(_mm256_xor_si256(bytes, _mm256_set1_epi8(static_cast<char>(0x80))), _mm256_setzero_si256());
     const __m128i pairs = _mm_add_epi64(_mm256_castsi256_si128(eights), _mm256_extracti128_si256(eights, 1));
-    const int64_t sum = _mm_cvtsi128_si64(_mm_add_epi64(pairs, _mm_unpackhi_epi64(pairs, pairs))) - 32 * 128;
-    weighted_sum[g] = scale[g] * static_cast<float>(sum);
+    sum[g] = static_cast<int32_t>(_mm_cvtsi128_si64(_mm_add_epi64(pairs, _mm_unpackhi_epi64(pairs, pairs))) - 32 * 128);
+    weighted_sum[g] = scale[g] * static_cast<float>(sum[g]);
   }
 #else
   for (int64_t g = 0; g < groups; ++g) {
@@ -130,16 +132,17 @@ inline void quantize_groups8(const at::BFloat16* x, int64_t k, int8_t* q, float*
       std::fill(qg, qg + kGroup, int8_t{0});
       scale[g] = top_bits == 0 ? 0.f : std::numeric_limits<float>::quiet_NaN();
       weighted_sum[g] = scale[g];
+      sum[g] = 0;
       continue;
     }
     const float inv = 127.f / top;
     scale[g] = top / 127.f;
-    int32_t sum = 0;
+    sum[g] = 0;
     for (int64_t i = 0; i < kGroup; ++i) {
       qg[i] = static_cast<int8_t>(std::lrintf(static_cast<float>(xg[i]) * inv));
-      sum += qg[i];
+      sum[g] += qg[i];
     }
-    weighted_sum[g] = scale[g] * static_cast<float>(sum);
+    weighted_sum[g] = scale[g] * static_cast<float>(sum[g]);
   }
 #endif
 }
