@@ -49,11 +49,11 @@ constexpr int64_t kChunkBytes = 512 * 1024;
 // The rows as signed bytes, filled in by multiply. Every byte and float is written before it is
 // read: left uninitialized (zeroing 2048 rows' bytes had taken ~1% of a prompt step).
 struct Rows8 {
+  // new T[n], not make_unique: default-initialized, so not zeroed (C++17, as torch builds before
+  // 2.13 compile these files)
   explicit Rows8(int64_t m, int64_t k)
-      : q(std::make_unique_for_overwrite<int8_t[]>(m * k)),
-        scale(std::make_unique_for_overwrite<float[]>(m * k / kGroup)),
-        weighted_sums(std::make_unique_for_overwrite<float[]>(m * k / kGroup)),
-        sums(std::make_unique_for_overwrite<int32_t[]>(m * k / kGroup)) {}
+      : q(new int8_t[m * k]), scale(new float[m * k / kGroup]), weighted_sums(new float[m * k / kGroup]),
+        sums(new int32_t[m * k / kGroup]) {}
   std::unique_ptr<int8_t[]> q;              // [m][k]
   std::unique_ptr<float[]> scale;           // [m][k / kGroup]
   std::unique_ptr<float[]> weighted_sums;   // [m][k / kGroup]: scale * sum of x_q
