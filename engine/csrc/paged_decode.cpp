@@ -259,15 +259,21 @@ void score_tile(const float* qf, const uint8_t* const rows[kTile], int count, in
 // codes turned into bf16 by table (fp8.h Bf16Table), the products two at a time by VDPBF16PS
 // (exact products, fp32 sums) instead of one by an fp32 multiply-add on codes turned into fp32.
 // The table gives each 64 codes' words by 128-bit lanes; the query's words go the same way.
-inline void query_as_table_order(const at::BFloat16* q, __m512i& first, __m512i& second) {
-  const __m512i lo = _mm512_loadu_si512(q), hi = _mm512_loadu_si512(q + 32);
-  alignas(64) int16_t a[32], b[32];
-  for (int w = 0; w < 32; ++w) {
-    a[w] = static_cast<int16_t>(16 * (w / 8) + w % 8);
-    b[w] = static_cast<int16_t>(16 * (w / 8) + 8 + w % 8);
+struct TableOrder {  // which of a head's 64 query words goes to each word of first and second
+  alignas(64) int16_t first[32], second[32];
+  TableOrder() {
+    for (int w = 0; w < 32; ++w) {
+      first[w] = static_cast<int16_t>(16 * (w / 8) + w % 8);
+      second[w] = static_cast<int16_t>(16 * (w / 8) + 8 + w % 8);
+    }
   }
-  first = _mm512_permutex2var_epi16(lo, _mm512_load_si512(a), hi);
-  second = _mm512_permutex2var_epi16(lo, _mm512_load_si512(b), hi);
+};
+
+inline void query_as_table_order(const at::BFloat16* q, __m512i& first, __m512i& second) {
+  static const TableOrder order;
+  const __m512i lo = _mm512_loadu_si512(q), hi = _mm512_loadu_si512(q + 32);
+  first = _mm512_permutex2var_epi16(lo, _mm512_load_si512(order.first), hi);
+  second = _mm512_permutex2var_epi16(lo, _mm512_load_si512(order.second), hi);
 }
 
 // Scores of 16 positions for every head, head_dim 64: each kv head's key rows converted once.
