@@ -643,8 +643,7 @@ void decode_seq(const T* q, const T* k_pool, const T* v_pool, const int64_t* tab
       const auto* k_bytes = reinterpret_cast<const uint8_t*>(k_pool);
       for (int64_t t = first; t < ctx_len; t += kTile) {
         const uint8_t* rows[kTile];
-        const int count = tile_rows(k_bytes, table, t, ctx_len, block_size, slot_bytes, rows,
-                                  reinterpret_cast<const uint8_t*>(v_pool));
+        const int count = tile_rows(k_bytes, table, t, ctx_len, block_size, slot_bytes, rows);
         score_tile_bf16(q, rows, count, num_heads, group, scale, n, scores.data() + (t - first));
       }
       scored = true;
