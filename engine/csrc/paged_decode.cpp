@@ -313,8 +313,13 @@ void weigh_values_fp8_bf16(const Bf16Table<F>& table, const uint8_t* const* rows
     const __m512bh u[4] = {(__m512bh)_mm512_unpacklo_epi16(x0, y0), (__m512bh)_mm512_unpackhi_epi16(x0, y0),
                            (__m512bh)_mm512_unpacklo_epi16(x1, y1), (__m512bh)_mm512_unpackhi_epi16(x1, y1)};
     for (int g = 0; g < G; ++g) {
-      const uint16_t* w = weights + g * n + t;
-      const __m512bh p = (__m512bh)_mm512_set1_epi32(static_cast<int>(w[0] | (pair ? static_cast<uint32_t>(w[1]) << 16 : 0u)));
+      // Both weights of the pair in one broadcast load, where two 16-bit loads, a shift, an or
+      // and a move had built it (32 sequences of 180 positions, 30 layers, Zen 5: 3.96-4.22 ->
+      // 3.18-3.21 ms). Past a head's last position the word holds the next head's first weight
+      // (or the zero after all heads), and it weighs y's zeros.
+      int32_t both;
+      std::memcpy(&both, weights + g * n + t, sizeof(both));
+      const __m512bh p = (__m512bh)_mm512_set1_epi32(both);
       for (int c = 0; c < 4; ++c) a[g][c] = _mm512_dpbf16_ps(a[g][c], p, u[c]);
     }
   }
@@ -352,6 +357,7 @@ bool weigh_values_bf16(const Bf16Table<F>& codes, const uint8_t* v_pool, const i
     const __m512 hi = _mm512_maskz_loadu_ps(lanes_left(std::max<int64_t>(0, count - i - 16)), scores + i + 16);
     _mm512_storeu_si512(weights.data() + i, (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
   }
+  weights[static_cast<size_t>(count)] = 0;  // the last head's odd position reads it as its pair
   for (int64_t kv = 0; kv < num_kv_heads; ++kv) {
     const uint16_t* w = weights.data() + kv * group * n;
     float* a = acc + kv * group * 64;
