@@ -35,6 +35,7 @@
 #include "bf16_vec.h"
 #include "fp8.h"
 #include "rotary.h"
+#include "row_quant.h"  // by_rows: a kv head's query heads (1 to 4) as a template argument
 
 namespace {
 
@@ -151,12 +152,9 @@ bool weigh_values_fast(const typename Rows::T* v_pool, const int64_t* table, int
     const auto* v = v_pool + kv * head_dim;
     const float* s = scores + kv * group * n;
     float* a = acc + kv * group * head_dim;
-    switch (group) {
-      case 1: weigh_values_64<1, Rows>(v, table, first, ctx_len, block_size, kv_stride, s, n, a); break;
-      case 2: weigh_values_64<2, Rows>(v, table, first, ctx_len, block_size, kv_stride, s, n, a); break;
-      case 3: weigh_values_64<3, Rows>(v, table, first, ctx_len, block_size, kv_stride, s, n, a); break;
-      default: weigh_values_64<4, Rows>(v, table, first, ctx_len, block_size, kv_stride, s, n, a); break;
-    }
+    dyno_rows::by_rows<4>(group, [&](auto heads) {
+      weigh_values_64<decltype(heads)::value, Rows>(v, table, first, ctx_len, block_size, kv_stride, s, n, a);
+    });
   }
   return true;
 }
@@ -361,12 +359,9 @@ bool weigh_values_bf16(const Bf16Table<F>& codes, const uint8_t* v_pool, const i
   for (int64_t kv = 0; kv < num_kv_heads; ++kv) {
     const uint16_t* w = weights.data() + kv * group * n;
     float* a = acc + kv * group * 64;
-    switch (group) {
-      case 1: weigh_values_fp8_bf16<1, F>(codes, rows.data(), kv * 64, w, n, a); break;
-      case 2: weigh_values_fp8_bf16<2, F>(codes, rows.data(), kv * 64, w, n, a); break;
-      case 3: weigh_values_fp8_bf16<3, F>(codes, rows.data(), kv * 64, w, n, a); break;
-      default: weigh_values_fp8_bf16<4, F>(codes, rows.data(), kv * 64, w, n, a); break;
-    }
+    dyno_rows::by_rows<4>(group, [&](auto heads) {
+      weigh_values_fp8_bf16<decltype(heads)::value, F>(codes, rows.data(), kv * 64, w, n, a);
+    });
   }
   return true;
 }
@@ -498,12 +493,9 @@ bool weigh_values_fp16(const uint8_t* v_pool, const int64_t* table, int64_t firs
     const uint8_t* v = v_pool + kv * 64;
     const uint16_t* w = weights.data() + kv * group * n;
     float* a = acc + kv * group * 64;
-    switch (group) {
-      case 1: weigh_values_half<1, 1, F>(v, table, first, ctx_len, block_size, kv_stride, w, n, a); break;
-      case 2: weigh_values_half<1, 2, F>(v, table, first, ctx_len, block_size, kv_stride, w, n, a); break;
-      case 3: weigh_values_half<1, 3, F>(v, table, first, ctx_len, block_size, kv_stride, w, n, a); break;
-      default: weigh_values_half<1, 4, F>(v, table, first, ctx_len, block_size, kv_stride, w, n, a); break;
-    }
+    dyno_rows::by_rows<4>(group, [&](auto heads) {
+      weigh_values_half<1, decltype(heads)::value, F>(v, table, first, ctx_len, block_size, kv_stride, w, n, a);
+    });
   }
   return true;
 }
