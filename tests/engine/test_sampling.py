@@ -41,6 +41,18 @@ def test_logit_bias_forces_a_token(default_llm):
     assert out.outputs[0].token_ids == [target] * 3
 
 
+def test_a_biased_greedy_row_keeps_its_bias_among_plain_greedy_rows(default_llm):
+    # plain greedy rows go straight to the argmax; one row with a bias sends the batch the long way
+    tok = default_llm.get_tokenizer()
+    target = tok.encode(" banana")[0]
+    prompts = [PROMPT, "Hello there", "Numbers: 1, 2,"]
+    plain = SamplingParams(temperature=0, max_tokens=4)
+    alone = [o.outputs[0].token_ids for o in default_llm.generate(prompts, plain)]
+    biased = SamplingParams(temperature=0, max_tokens=4, logit_bias={target: 100.0})
+    mixed = default_llm.generate(prompts, [plain, biased, plain])
+    assert [o.outputs[0].token_ids for o in mixed] == [alone[0], [target] * 4, alone[2]]
+
+
 def test_stop_token_ids_and_min_tokens(default_llm):
     first = _gen(default_llm, PROMPT, temperature=0, max_tokens=8)[0].outputs[0].token_ids
     stopped = _gen(default_llm, PROMPT, temperature=0, max_tokens=8, stop_token_ids=[first[2]])[0].outputs[0]
