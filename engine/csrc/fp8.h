@@ -77,7 +77,9 @@ struct Bf16Table {
     }
   }
   void convert(const uint8_t* src, __m512i& first, __m512i& second) const {
-    const __m512i codes = _mm512_loadu_si512(src);
+    convert_codes(_mm512_loadu_si512(src), first, second);
+  }
+  void convert_codes(const __m512i codes, __m512i& first, __m512i& second) const {
     const __m512i lo = _mm512_permutex2var_epi8(low[0], codes, low[1]);
     const __m512i hi = _mm512_ternarylogic_epi32(_mm512_permutex2var_epi8(high[0], codes, high[1]), codes,
                                                  _mm512_set1_epi8(static_cast<char>(0x80)), 0xF8);  // | sign
