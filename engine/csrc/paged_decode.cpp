@@ -34,6 +34,7 @@
 
 #include "bf16_vec.h"
 #include "fp8.h"
+#include "lane_folds.h"
 #include "rotary.h"
 #include "row_quant.h"  // by_rows: a kv head's query heads (1 to 4) as a template argument
 
@@ -278,36 +279,6 @@ inline void query_in_pair_order(const at::BFloat16* q, __m512i words[4]) {
   for (int v = 0; v < 4; ++v) words[v] = _mm512_permutex2var_epi16(lo, _mm512_load_si512(order.index[v]), hi);
 }
 
-// Lane i of the result: sum of lanes (i's group) of a then b, groups of `width` lanes halved:
-// inputs holding 16 / width positions of width lanes each give 32 / width positions of width / 2.
-struct Folds {
-  alignas(64) int32_t first[3][16], second[3][16];  // widths 8, 4, 2
-  Folds() {
-    for (int level = 0; level < 3; ++level) {
-      const int width = 8 >> level, per_input = 16 / width, half = width / 2;
-      for (int o = 0; o < 16; ++o) {
-        const int position = o / half, lane = o % half;
-        const int from_b = position >= per_input ? 16 : 0;
-        const int base = (position % per_input) * width + lane;
-        first[level][o] = from_b + base;
-        second[level][o] = from_b + base + half;
-      }
-    }
-  }
-};
-
-// v[j]: the 8-lane partial sums of positions 2j (lanes 0-7) and 2j + 1 (8-15) -> 16 scores.
-inline __m512 pair_sums(__m512 v[kTile / 2]) {
-  static const Folds folds;
-  for (int level = 0, count = kTile / 2; level < 3; ++level, count /= 2) {
-    const __m512i a = _mm512_load_si512(folds.first[level]), b = _mm512_load_si512(folds.second[level]);
-    for (int i = 0; i < count / 2; ++i)
-      v[i] = _mm512_add_ps(_mm512_permutex2var_ps(v[2 * i], a, v[2 * i + 1]),
-                           _mm512_permutex2var_ps(v[2 * i], b, v[2 * i + 1]));
-  }
-  return v[0];
-}
-
 // Scores of 16 positions for every head, head_dim 64: each kv head's key rows converted once.
 template <Fp8 F>
 void score_tile_fp8_bf16(const Bf16Table<F>& table, const __m512i* q, const uint8_t* const rows[kTile], int count,
@@ -333,7 +304,7 @@ void score_tile_fp8_bf16(const Bf16Table<F>& table, const __m512i* q, const uint
         for (int v = 1; v < 4; ++v) a = _mm512_dpbf16_ps(a, (__m512bh)qh[v], (__m512bh)keys[j][v]);
         acc[j] = a;
       }
-      _mm512_mask_storeu_ps(scores + h * n, keep, _mm512_mul_ps(pair_sums(acc), _mm512_set1_ps(scale)));
+      _mm512_mask_storeu_ps(scores + h * n, keep, _mm512_mul_ps(dyno_vec::sum_pairs(acc), _mm512_set1_ps(scale)));
     }
   }
 }
