@@ -56,6 +56,9 @@ struct Stack {
                                              const std::vector<double>& v_scales, const at::Tensor& slots,
                                              const at::Tensor& block_table, const at::Tensor& context_lens,
                                              int64_t block_size) const;
+
+ private:
+  bool all_vnni() const;
 };
 
 }  // namespace dyno_stack
