@@ -8,11 +8,11 @@
 //
 // From kSplitFromRows rows on a CPU without AMX, each thread takes its share of the sequences
 // through every layer, where each kernel had spread every piece over all threads and they met
-// at each piece's end (~7 times a layer). The stack alone, the two ways alternating in one
-// process (Zen 5, int4 + fp8 cache): 8 sequences 3.61 -> 3.31 ms, 16: 5.66 -> 4.89, 24: 7.83 ->
-// 6.60, 64: 18.4 -> 16.6; at 32, where each thread's 16 rows make the int4 kernel's least even
-// row blocks, three runs gave 8.54 -> 8.95, 8.74 -> 8.91 and 9.93 -> 8.81-8.86 (the split
-// steadier: a thread held up no longer holds up the other).
+// at each piece's end (~7 times a layer): a thread held up (by the server's HTTP thread, by the
+// benchmark's client) no longer holds up the other at every piece. Served (Zen 5, int4 + fp8
+// cache, 192 requests at c=32, alternating): 946, 1004, 948 -> 1021, 975, 1013 tok/s. Offline,
+// with nothing else on the cores, decode steps at 32 sequences came out even (11.90-12.59
+// against 12.38-12.57 ms), and at 8 and 16 sequences slower, hence the bound.
 #include "decode_stack.h"
 
 #include "kernels.h"
@@ -24,8 +24,10 @@
 
 namespace dyno_stack {
 
-// Decode batches of this many rows or more go one share of the sequences to each thread.
-constexpr int64_t kSplitFromRows = 8;
+// Decode batches of this many rows or more go one share of the sequences to each thread (below,
+// shares of 4 to 12 rows make the int4 kernel's row blocks short while each thread reads all
+// the weights: offline decode steps at 8 and 16 sequences took longer split).
+constexpr int64_t kSplitFromRows = 32;
 
 at::Tensor Linear::operator()(const at::Tensor& x) const {
   switch (kind) {

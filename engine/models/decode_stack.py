@@ -7,8 +7,8 @@ all of it. The stack calls the same kernels, on the same views and in the same o
 so a step's outputs are the same bits (default model, int4 + fp8 cache, offline decode steps:
 32 sequences 21.7-21.9 -> 18.0-18.1 ms, one 6.5-6.7 -> 4.9-5.1 ms).
 
-From 8 sequences on a CPU without AMX each thread takes its own share of the sequences
-through every layer (decode_stack.cpp says what that saved). It takes decode-only steps small
+From 32 sequences on a CPU without AMX each thread takes its own share of the sequences
+through every layer (decode_stack.cpp says what that changed). It takes decode-only steps small
 enough for every linear's small-batch kernel, when each
 layer's linears have one (AMX: bf16 in tile order, int8, int4; without AMX, int8 and int4 on VNNI) and
 the attention reads the cache in place; anything else stays on the Python layers.

@@ -65,10 +65,11 @@ def test_decode_steps_match_the_python_layers(tiny_models, arch, quantization, k
 
 @pytest.mark.parametrize("quantization,kv_cache_dtype", [("int8", "auto"), ("int4", "fp8")])
 def test_batches_split_over_the_threads_match_the_python_layers(tiny_models, quantization, kv_cache_dtype):
-    # from 8 rows each thread takes its share of the sequences through every layer (VNNI only)
-    llm = _tiny_llm(tiny_models, "llama", dtype="bfloat16", quantization=quantization,
-                    kv_cache_dtype=kv_cache_dtype)
-    prompts = [[(5 * i + 11 * j) % 500 + 1 for j in range(3 + 4 * i)] for i in range(11)]
+    # from 32 rows each thread takes its share of the sequences through every layer (VNNI only)
+    path, _ = tiny_models["llama"]
+    llm = LLM(str(path), skip_tokenizer_init=True, max_model_len=256, num_gpu_blocks_override=256,
+              dtype="bfloat16", quantization=quantization, kv_cache_dtype=kv_cache_dtype)
+    prompts = [[(5 * i + 11 * j) % 500 + 1 for j in range(3 + i % 7)] for i in range(33)]
     with_stack, without = _with_and_without_stack(llm, prompts)
     assert with_stack == without
     assert [len(tokens) for tokens, _ in with_stack] == [40] * len(prompts)
