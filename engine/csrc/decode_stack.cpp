@@ -118,10 +118,12 @@ std::tuple<at::Tensor, at::Tensor> Stack::forward(
   // once a step instead of at every piece of every layer.
   std::vector<at::Tensor> hidden(threads), residual(threads);
   std::vector<std::exception_ptr> failed(threads);
+  int team = threads;  // what OpenMP gives, which may be fewer
 #pragma omp parallel num_threads(threads)
   {
-    const int t = omp_get_thread_num();
-    const int64_t r0 = rows * t / threads, r1 = rows * (t + 1) / threads;
+    const int t = omp_get_thread_num(), n = omp_get_num_threads();
+    if (t == 0) team = n;
+    const int64_t r0 = rows * t / n, r1 = rows * (t + 1) / n;
     try {
       c10::InferenceMode inference;  // thread-local: as the caller's
       const at::Tensor c = cos.narrow(0, r0, r1 - r0), s = sin.narrow(0, r0, r1 - r0);
@@ -136,6 +138,8 @@ std::tuple<at::Tensor, at::Tensor> Stack::forward(
   }
   for (const std::exception_ptr& e : failed)
     if (e) std::rethrow_exception(e);
+  hidden.resize(team);
+  residual.resize(team);
   return {at::cat(hidden), at::cat(residual)};
 }
 
