@@ -33,25 +33,21 @@ inline const PairFolds& pair_folds() {
   return folds;
 }
 
-// v[j]: partial sums of things 2j (lanes 0-7) and 2j + 1 (lanes 8-15); v is overwritten.
-inline __m512 sum_pairs(__m512 v[8]) {
-  const PairFolds& f = pair_folds();
-  for (int level = 0, count = 8; level < 3; ++level, count /= 2) {
-    const __m512i a = _mm512_load_si512(f.first[level]), b = _mm512_load_si512(f.second[level]);
-    for (int i = 0; i < count / 2; ++i)
-      v[i] = _mm512_add_ps(_mm512_permutex2var_ps(v[2 * i], a, v[2 * i + 1]),
-                           _mm512_permutex2var_ps(v[2 * i], b, v[2 * i + 1]));
-  }
-  return v[0];
+// Lane o: lane first[o] of (a, b) plus lane second[o], for float and int32 lanes.
+inline __m512 fold(__m512 a, __m512i first, __m512i second, __m512 b) {
+  return _mm512_add_ps(_mm512_permutex2var_ps(a, first, b), _mm512_permutex2var_ps(a, second, b));
+}
+inline __m512i fold(__m512i a, __m512i first, __m512i second, __m512i b) {
+  return _mm512_add_epi32(_mm512_permutex2var_epi32(a, first, b), _mm512_permutex2var_epi32(a, second, b));
 }
 
-inline __m512i sum_pairs(__m512i v[8]) {
+// v[j]: partial sums of things 2j (lanes 0-7) and 2j + 1 (lanes 8-15); v is overwritten.
+template <typename Vec>
+inline Vec sum_pairs(Vec v[8]) {
   const PairFolds& f = pair_folds();
   for (int level = 0, count = 8; level < 3; ++level, count /= 2) {
-    const __m512i a = _mm512_load_si512(f.first[level]), b = _mm512_load_si512(f.second[level]);
-    for (int i = 0; i < count / 2; ++i)
-      v[i] = _mm512_add_epi32(_mm512_permutex2var_epi32(v[2 * i], a, v[2 * i + 1]),
-                              _mm512_permutex2var_epi32(v[2 * i], b, v[2 * i + 1]));
+    const __m512i first = _mm512_load_si512(f.first[level]), second = _mm512_load_si512(f.second[level]);
+    for (int i = 0; i < count / 2; ++i) v[i] = fold(v[2 * i], first, second, v[2 * i + 1]);
   }
   return v[0];
 }
