@@ -10,6 +10,11 @@
 
 namespace dyno_vec {
 
+// The lanes of a 16-lane vector that `left` remaining elements fill (all 16 from 16 on).
+inline __mmask16 lanes_left(int64_t left) {
+  return left >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << left) - 1);
+}
+
 // sum_pairs: 16 short sums from 8 vectors each holding 8 partial sums of two things (lanes 0-7
 // the first, 8-15 the second): 7 folds. Lane o of a fold: the sum of lanes first[o] and second[o] of (a, b), b's lanes numbered 16 on.
 // At level l the inputs hold 16 / w things of w = 8 >> l lanes each; the output 32 / w of w / 2.

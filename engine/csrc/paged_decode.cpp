@@ -181,10 +181,7 @@ bool weigh_values_fast(const typename Rows::T*, const int64_t*, int64_t, int64_t
 constexpr int kTile = 16;
 constexpr int64_t kMaxTableHeads = 64;  // query heads the bf16 table path holds
 
-// The lanes of a 16-lane vector that `left` remaining elements fill (all 16 from 16 on).
-inline __mmask16 lanes_left(int64_t left) {
-  return left >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << left) - 1);
-}
+using dyno_vec::lanes_left;
 
 // Each vector's lane sum, in order, as the lanes of one vector.
 inline __m512 sum16(__m512 v[kTile]) {

@@ -94,7 +94,7 @@ inline void quantize_groups8(const at::BFloat16* x, int64_t k, int8_t* q, float*
       const __m512i magnitude = _mm512_and_si512(_mm512_loadu_si512(x + (g0 + i) * kGroup), _mm512_set1_epi16(0x7FFF));
       largest[i] = _mm512_and_si512(_mm512_max_epu16(magnitude, _mm512_srli_epi32(magnitude, 16)), _mm512_set1_epi32(0xFFFF));
     }
-    const __mmask16 lanes = groups - g0 >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << (groups - g0)) - 1);
+    const __mmask16 lanes = dyno_vec::lanes_left(groups - g0);
     const __m512i bits = dyno_vec::max16_epu32(largest);
     const __m512 top = _mm512_castsi512_ps(_mm512_slli_epi32(bits, 16));
     const __mmask16 finite = _mm512_cmplt_epu32_mask(bits, _mm512_set1_epi32(0x7F80));
@@ -134,7 +134,7 @@ inline void quantize_groups8(const at::BFloat16* x, int64_t k, int8_t* q, float*
       partial[j] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), ones, _mm512_inserti64x4(_mm512_castsi256_si512(a), b, 1));
     }
     const __m512i total = dyno_vec::sum_pairs(partial);
-    const __mmask16 lanes = groups - g0 >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << (groups - g0)) - 1);
+    const __mmask16 lanes = dyno_vec::lanes_left(groups - g0);
     _mm512_mask_storeu_epi32(sum + g0, lanes, total);
     // an unusable group's weighted sum: its scale (0, or NaN) times 0. The scales come from the
     // local copy: a load from the masked store into `scale` waits for it (no store forwarding).
