@@ -222,9 +222,10 @@ inline int tile_rows(const uint8_t* k_pool, const int64_t* table, int64_t t, int
   return count;
 }
 
-inline void store_scores(__m512 acc[kTile], int count, float scale, float* dst) {
+// A tile's 16 score sums (count of them real) times scale, into dst.
+inline void store_scores(__m512 sums, int count, float scale, float* dst) {
   const __mmask16 keep = static_cast<__mmask16>((1u << count) - 1);
-  _mm512_mask_storeu_ps(dst, keep, _mm512_mul_ps(sum16(acc), _mm512_set1_ps(scale)));
+  _mm512_mask_storeu_ps(dst, keep, _mm512_mul_ps(sums, _mm512_set1_ps(scale)));
 }
 
 // fp8: each kv head's 16 key rows converted once into `keys` (16 x 64 fp32), for all its heads.
@@ -245,7 +246,7 @@ void score_tile(const float* qf, const uint8_t* const rows[kTile], int count, in
           a = _mm512_fmadd_ps(_mm512_loadu_ps(qh + 16 * c), _mm512_loadu_ps(k + 16 * c), a);
         acc[i] = a;
       }
-      store_scores(acc, count, scale, scores + h * n);
+      store_scores(sum16(acc), count, scale, scores + h * n);
     }
   }
 }
@@ -258,9 +259,10 @@ void score_tile(const float* qf, const uint8_t* const rows[kTile], int count, in
 // Keys go two positions to a vector: half of each one's dims in each 256-bit half, so that a
 // vector of products holds 8 partial sums of each position, and 16 positions' scores take 7
 // folds of their sums instead of sum16's 15 (30 layers of 32 sequences of 180 positions, one
-// layer's cache in L3, Zen 5, alternating runs: 2.31-2.45 -> 2.04-2.18 ms). The table gives 64 codes' words by 128-bit lanes
-// (the codes at 16L .. 16L + 7 in lane L of the first vector, 16L + 8 .. 16L + 15 of the second);
-// a head's query words are laid out to match, once per half of its dims.
+// layer's cache in L3, Zen 5, alternating runs: 2.31-2.45 -> 2.04-2.18 ms). The table gives 64
+// codes' words by 128-bit lanes (the codes at 16L .. 16L + 7 in lane L of the first vector,
+// 16L + 8 .. 16L + 15 of the second); a head's query words are laid out to match, once per half
+// of its dims.
 struct PairOrder {  // which of a head's 64 query words goes to each word of its four vectors
   alignas(64) int16_t index[4][32];  // dims 0-31 first, second; dims 32-63 first, second
   PairOrder() {
@@ -280,7 +282,6 @@ inline void query_in_pair_order(const at::BFloat16* q, __m512i words[4]) {
 template <Fp8 F>
 void score_tile_fp8_bf16(const Bf16Table<F>& table, const __m512i* q, const uint8_t* const rows[kTile], int count,
                          int64_t num_kv_heads, int64_t group, float scale, int64_t n, float* scores) {
-  const __mmask16 keep = static_cast<__mmask16>((1u << count) - 1);
   for (int64_t kv = 0; kv < num_kv_heads; ++kv) {
     __m512i keys[kTile / 2][4];  // pair j: dims 0-31 first, second; dims 32-63 first, second
     for (int j = 0; j < kTile / 2; ++j) {
@@ -301,7 +302,7 @@ void score_tile_fp8_bf16(const Bf16Table<F>& table, const __m512i* q, const uint
         for (int v = 1; v < 4; ++v) a = _mm512_dpbf16_ps(a, (__m512bh)qh[v], (__m512bh)keys[j][v]);
         acc[j] = a;
       }
-      _mm512_mask_storeu_ps(scores + h * n, keep, _mm512_mul_ps(dyno_vec::sum_pairs(acc), _mm512_set1_ps(scale)));
+      store_scores(dyno_vec::sum_pairs(acc), count, scale, scores + h * n);
     }
   }
 }
@@ -420,7 +421,7 @@ void score_tile_half(const __m512h* q16, const uint8_t* const rows[kTile], int c
                                              _mm256_castsi256_ph(_mm512_extracti64x4_epi64(bits, 1)));
         acc[i] = _mm512_cvtxph_ps(halves);
       }
-      store_scores(acc, count, scale, scores + h * n);
+      store_scores(sum16(acc), count, scale, scores + h * n);
     }
   }
 }
@@ -530,7 +531,7 @@ inline void score_tile_bf16(const at::BFloat16* q, const uint8_t* const rows[kTi
       const __m512 a = _mm512_dpbf16_ps(_mm512_setzero_ps(), q0, (__m512bh)_mm512_loadu_si512(k));
       acc[i] = _mm512_dpbf16_ps(a, q1, (__m512bh)_mm512_loadu_si512(k + 64));
     }
-    store_scores(acc, count, scale, scores + h * n);
+    store_scores(sum16(acc), count, scale, scores + h * n);
   }
 }
 #endif

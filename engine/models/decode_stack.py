@@ -8,8 +8,9 @@ so a step's outputs are the same bits (default model, int4 + fp8 cache, offline 
 32 sequences 21.7-21.9 -> 18.0-18.1 ms, one 6.5-6.7 -> 4.9-5.1 ms).
 
 From 32 sequences on a CPU without AMX each thread takes its own share of the sequences
-through every layer (decode_stack.cpp says what that changed). It takes decode-only steps small
-enough for every linear's small-batch kernel, when each
+through every layer (decode_stack.cpp says what that changed).
+
+It takes decode-only steps small enough for every linear's small-batch kernel, when each
 layer's linears have one (AMX: bf16 in tile order, int8, int4; without AMX, int8 and int4 on VNNI) and
 the attention reads the cache in place; anything else stays on the Python layers.
 """
