@@ -45,7 +45,8 @@ def _rows_as_q8(x: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("rows", [1, 5, 6, 7, 13, 64, 700])
-@pytest.mark.parametrize("n, k", [(64, 96), (576, 1024), (32, 32 * 300)])  # 300 groups: rows in parts
+# 576 and 1536 inputs: the group counts the kernel knows at compile time; 300 groups: rows in parts
+@pytest.mark.parametrize("n, k", [(64, 96), (64, 576), (32, 1536), (576, 1024), (32, 32 * 300)])
 @pytest.mark.parametrize("kind", ["int4", "int8"])
 def test_rows_get_their_q8_values_times_the_weight(kind, rows, n, k):
     torch.manual_seed(rows)
