@@ -60,10 +60,11 @@ inline float quantize_row(const at::BFloat16* x, int64_t k, int8_t* high, int8_t
 // One row as single signed bytes with a scale per group of 32 inputs, |x_q| <= 127, as
 // llama.cpp's Q8_0 (vnni_linear.cpp's kernel for many rows, where the arithmetic, not the
 // weights' bytes, sets the time; one scale per row lost 8 points of top-1 agreement with fp32).
-// scale[g] = the group's max |x| / 127, sum[g] = the sum of its x_q, weighted_sum[g] =
-// scale[g] * sum[g]; a group holding inf or NaN gets scale NaN (and sum 0).
+// scale[g] = the group's max |x| / 127, weighted_sum[g] = scale[g] * the sum of its x_q, and
+// sum[g] = factor * that sum (the kernel starts its integer sums there); a group holding inf or
+// NaN gets scale NaN (and sums 0).
 inline void quantize_groups8(const at::BFloat16* x, int64_t k, int8_t* q, float* scale, float* weighted_sum,
-                             int32_t* sum) {
+                             int32_t* sum, int32_t factor) {
   constexpr int64_t kGroup = 32;
   const int64_t groups = k / kGroup;
 #if defined(__AVX512BW__) && defined(__AVX512VNNI__)
@@ -75,7 +76,7 @@ inline void quantize_groups8(const at::BFloat16* x, int64_t k, int8_t* q, float*
   if (groups > kMaxGroups) {
     for (int64_t g0 = 0; g0 < groups; g0 += kMaxGroups) {
       const int64_t part = std::min(kMaxGroups, groups - g0) * kGroup;
-      quantize_groups8(x + g0 * kGroup, part, q + g0 * kGroup, scale + g0, weighted_sum + g0, sum + g0);
+      quantize_groups8(x + g0 * kGroup, part, q + g0 * kGroup, scale + g0, weighted_sum + g0, sum + g0, factor);
     }
     return;
   }
@@ -135,7 +136,7 @@ inline void quantize_groups8(const at::BFloat16* x, int64_t k, int8_t* q, float*
     }
     const __m512i total = dyno_vec::sum_pairs(partial);
     const __mmask16 lanes = dyno_vec::lanes_left(groups - g0);
-    _mm512_mask_storeu_epi32(sum + g0, lanes, total);
+    _mm512_mask_storeu_epi32(sum + g0, lanes, _mm512_mullo_epi32(total, _mm512_set1_epi32(factor)));
     // an unusable group's weighted sum: its scale (0, or NaN) times 0. The scales come from the
     // local copy: a load from the masked store into `scale` waits for it (no store forwarding).
     _mm512_mask_storeu_ps(weighted_sum + g0, lanes, _mm512_mul_ps(_mm512_load_ps(scales + g0), _mm512_cvtepi32_ps(total)));
@@ -156,12 +157,13 @@ inline void quantize_groups8(const at::BFloat16* x, int64_t k, int8_t* q, float*
     }
     const float inv = 127.f / top;
     scale[g] = top / 127.f;
-    sum[g] = 0;
+    int32_t total = 0;
     for (int64_t i = 0; i < kGroup; ++i) {
       qg[i] = static_cast<int8_t>(std::lrintf(static_cast<float>(xg[i]) * inv));
-      sum[g] += qg[i];
+      total += qg[i];
     }
-    weighted_sum[g] = scale[g] * static_cast<float>(sum[g]);
+    sum[g] = factor * total;
+    weighted_sum[g] = scale[g] * static_cast<float>(total);
   }
 #endif
 }

@@ -65,14 +65,9 @@ struct Rows8 {
 template <typename Codes>
 void quantize_row(const at::Tensor& x, int64_t r, Rows8& rows) {
   const int64_t k = x.size(1), groups = k / kGroup;
-  int32_t* starts = rows.starts.get() + r * groups;
   dyno_rows::quantize_groups8(x.data_ptr<bf16>() + r * x.stride(0), k, rows.q.get() + r * k,
-                              rows.scale.get() + r * groups, rows.weighted_sums.get() + r * groups, starts);
-  for (int64_t g = 0; g < groups; g += 16) {
-    const __mmask16 lanes = dyno_vec::lanes_left(groups - g);
-    const __m512i sum = _mm512_maskz_loadu_epi32(lanes, starts + g);
-    _mm512_mask_storeu_epi32(starts + g, lanes, _mm512_mullo_epi32(sum, _mm512_set1_epi32(-Codes::kBias)));
-  }
+                              rows.scale.get() + r * groups, rows.weighted_sums.get() + r * groups,
+                              rows.starts.get() + r * groups, -Codes::kBias);
 }
 
 // The two weight formats, as the block below reads them: per 16 channels and group of 32
